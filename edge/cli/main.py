@@ -1,0 +1,87 @@
+"""The ``edge`` command: one entry point, one verb per pipeline stage.
+
+Each verb lives in ``edge/cli/<module>.py`` and exposes::
+
+    HELP: str                                  one line for ``edge --help``
+    add_arguments(parser: argparse.ArgumentParser) -> None
+    run(args: argparse.Namespace) -> int       exit status
+
+Verb modules are imported only when their verb runs (or for ``--help``), so ``edge eval`` never pays
+for importing torch and a missing optional dependency only breaks the verb that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from edge import __version__
+from edge.errors import EdgeError
+
+# verb -> module under edge.cli. A verb appears here once its module exists.
+VERBS = {
+    "eval": "edge.cli.eval",
+    "train": "edge.cli.train",
+    "anchors": "edge.cli.anchors",
+    "export": "edge.cli.export",
+    "surgery": "edge.cli.surgery",
+    "quantize": "edge.cli.quantize",
+    "build": "edge.cli.build",
+    "bench": "edge.cli.bench",
+    "doctor": "edge.cli.doctor",
+}
+
+
+def _available_verbs():
+    """Yield (verb, module) for verbs whose module is present in this installation."""
+    import importlib.util
+
+    for verb, module in VERBS.items():
+        if importlib.util.find_spec(module) is not None:
+            yield verb, module
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge",
+        description="Single-shot detectors from PyTorch to NVIDIA Jetson, stage by stage.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb, module_name in _available_verbs():
+        module = importlib.import_module(module_name)
+        verb_parser = sub.add_parser(verb, help=module.HELP, description=module.HELP)
+        module.add_arguments(verb_parser)
+        verb_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "verb", None):
+        parser.print_help()
+        return 2
+    configure_logging(args.verbose, args.quiet)
+    try:
+        return int(args._run(args) or 0)
+    except EdgeError as exc:
+        logging.getLogger("edge").error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        logging.getLogger("edge").error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

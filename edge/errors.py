@@ -1,0 +1,28 @@
+"""Exception types shared by every stage.
+
+Every error message says what was found, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base class for errors the CLI reports as a one-line message (exit code 2), not a traceback."""
+
+
+class DataError(EdgeError):
+    """A dataset, annotation, image or detections file is missing or malformed."""
+
+
+class ModelError(EdgeError):
+    """A model file (checkpoint, ONNX, engine) or its sidecar is missing, malformed or stale."""
+
+
+class MissingDependencyError(EdgeError):
+    """An optional dependency (torch, TensorRT, PyCUDA, onnx-graphsurgeon, ...) is not installed."""
+
+    def __init__(self, package: str, needed_for: str, how_to_install: str):
+        self.package = package
+        super().__init__(
+            f"{package} is required for {needed_for} but is not installed; {how_to_install}"
+        )

@@ -1,0 +1,38 @@
+"""Detectors assembled from parts: backbones, necks, heads, anchors, box coding, losses.
+
+``build_model(arch, **config)`` is the one constructor the training loop, checkpoints and export use.
+Each family module registers itself in ``MODEL_REGISTRY`` (arch name -> callable returning a Detector).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Dict
+
+MODEL_REGISTRY: Dict[str, Callable[..., Any]] = {}
+
+# arch name -> module that registers it on import
+_FAMILY_MODULES = {
+    "ssd": "edge.models.ssd",
+    "yolov2": "edge.models.yolov2",
+    "yolov3": "edge.models.yolov3",
+    "yolov3-tiny": "edge.models.yolov3",
+    "retinanet": "edge.models.retinanet",
+}
+
+
+def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        MODEL_REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def build_model(arch: str, **config: Any):
+    """Build a detector by registry name with keyword-only config (as stored in a model card)."""
+    if arch not in MODEL_REGISTRY:
+        if arch not in _FAMILY_MODULES:
+            raise ValueError(f"unknown model architecture {arch!r}; expected one of {sorted(_FAMILY_MODULES)}")
+        importlib.import_module(_FAMILY_MODULES[arch])
+    return MODEL_REGISTRY[arch](**config)

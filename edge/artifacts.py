@@ -1,0 +1,142 @@
+"""Sidecar JSON for every model and engine file, content hashes, and atomic writes.
+
+Every stage writes ``NAME.ext`` plus ``NAME.json`` beside it. The sidecar carries what the next stage needs
+(class names, input size and layout, normalization, NMS parameters, precision, cache keys) so that any
+stage's output can be taken by the next with no extra flags. Metadata never goes inside an engine file:
+``trtexec`` and DeepStream must still load it.
+
+Writes are atomic: data goes to a temporary file in the destination folder, is flushed and fsynced, then
+renamed over the destination. An interrupted write (Ctrl-C, a full disk) leaves the old file or nothing,
+never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Union
+
+from edge.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+SIDECAR_VERSION = 1
+
+
+def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sidecar_path(model_path: PathLike) -> Path:
+    """``model.onnx`` -> ``model.json`` (same folder, same stem)."""
+    return Path(model_path).with_suffix(".json")
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; on clean exit fsync and rename it to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open supports modes 'w' and 'wb', not {mode!r}")
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=str(dest.parent))
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars/arrays and Paths appear in configs; write them as plain JSON.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-serializable")
+
+
+def read_sidecar(model_path: PathLike, required: bool = True) -> Optional[Dict[str, Any]]:
+    """Read the sidecar of ``model_path``; None if absent and not required."""
+    path = sidecar_path(model_path)
+    if not path.exists():
+        if required:
+            raise ModelError(
+                f"{path} not found: every model file needs its JSON sidecar beside it (same name, .json). "
+                f"Re-run the stage that wrote {Path(model_path).name}, or pass the missing details as flags."
+            )
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path} is not valid JSON ({exc}); delete it and re-run the stage that wrote it") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def write_sidecar(model_path: PathLike, data: Dict[str, Any]) -> Path:
+    """Write ``data`` as the sidecar of ``model_path`` atomically; returns the sidecar path."""
+    out = dict(data)
+    out.setdefault("sidecar_version", SIDECAR_VERSION)
+    path = sidecar_path(model_path)
+    atomic_write_json(path, out)
+    log.debug("wrote sidecar %s", path)
+    return path
+
+
+def derive_sidecar(
+    source_model: PathLike, out_model: PathLike, stage: str, updates: Dict[str, Any]
+) -> Dict[str, Any]:
+    """Carry a sidecar forward one stage: the source's fields, updated, plus a history entry.
+
+    The source sidecar may be absent (a user's own ONNX); then only ``updates`` are kept. The history
+    records each stage with the input file's sha256, so a later stage can tell what its input came from.
+    """
+    base = read_sidecar(source_model, required=False) or {}
+    history = list(base.get("history", []))
+    history.append({"stage": stage, "input": Path(source_model).name, "input_sha256": sha256_file(source_model)})
+    merged = dict(base)
+    merged.update(updates)
+    merged["history"] = history
+    merged["file"] = Path(out_model).name
+    return merged

@@ -1,0 +1,268 @@
+"""``edge build``: plan and build TensorRT engines per resolution, never leaving a stale or partial one.
+
+Plan (pure Python, testable anywhere): one engine per requested resolution (or one engine whose profile
+spans them all), each with its full cache key, file name and equivalent trtexec command. Build (needs
+TensorRT): skip engines whose sidecar key and bytes still match; otherwise build, write the engine
+atomically, then its sidecar.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from edge.artifacts import atomic_write_bytes, derive_sidecar, read_sidecar, sha256_file, write_sidecar
+from edge.errors import EdgeError, ModelError
+from edge.trt.engine_key import DeviceInfo, EngineKey, Profile, engine_filename, stale_reasons
+from edge.trt.onnx_info import InputInfo, OnnxInfo, inspect_onnx
+from edge.trt.trtexec import trtexec_command
+from edge.trt.version import TrtCapabilities
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8", "best")
+
+
+@dataclass
+class EngineBuildConfig:
+    """What ``edge build`` was asked for. Shapes: ``imgsz`` as (H, W); ``batch`` as (min, opt, max)."""
+
+    onnx_path: str
+    out_dir: str = "engines"
+    precision: str = "fp16"
+    imgsz: List[Tuple[int, int]] = field(default_factory=list)
+    batch: Tuple[int, int, int] = (1, 1, 1)
+    span_profile: bool = False
+    workspace_mb: int = 1024
+    dla_core: Optional[int] = None
+    gpu_fallback: bool = False
+    timing_cache: Optional[str] = None
+    strongly_typed: bool = False
+    force: bool = False
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise EdgeError(f"--precision {self.precision!r} is not one of {PRECISIONS}")
+        lo, opt, hi = self.batch
+        if not (1 <= lo <= opt <= hi):
+            raise EdgeError(f"--batch {lo},{opt},{hi}: need 1 <= min <= opt <= max")
+        for h, w in self.imgsz:
+            if h < 1 or w < 1:
+                raise EdgeError(f"--imgsz {h}x{w}: sizes must be positive")
+        if self.workspace_mb < 16:
+            raise EdgeError(f"--workspace {self.workspace_mb} MB is too small; use at least 16")
+        if self.gpu_fallback and self.dla_core is None:
+            raise EdgeError("--gpu-fallback only applies with --dla-core N")
+        if self.dla_core is not None and self.precision == "fp32":
+            raise EdgeError("DLA runs only FP16 or INT8; use --precision fp16, int8 or best with --dla-core")
+        if self.span_profile and len(self.imgsz) < 2:
+            raise EdgeError("--span-profile needs at least two --imgsz values to span")
+
+
+@dataclass
+class EnginePlan:
+    engine_path: Path
+    profiles: List[Profile]
+    key: EngineKey
+    trtexec: str
+    input_shape: Tuple[int, ...]  # the opt shape, for the sidecar
+
+
+def parse_imgsz(text: str) -> Tuple[int, int]:
+    """'320' -> (320, 320); '240x320' -> (240, 320) as H x W."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = [int(p) for p in parts if p]
+    except ValueError:
+        raise EdgeError(f"--imgsz {text!r}: expected S or HxW in pixels, e.g. 320 or 240x320") from None
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise EdgeError(f"--imgsz {text!r}: expected S or HxW in pixels, e.g. 320 or 240x320")
+
+
+def _input_shape(inp: InputInfo, batch: int, hw: Tuple[int, int]) -> Tuple[int, ...]:
+    h, w = hw
+    channels = 3
+    if inp.is_nhwc:
+        return (batch, h, w, channels)
+    return (batch, channels, h, w)
+
+
+def _static_hw(inp: InputInfo) -> Optional[Tuple[int, int]]:
+    dims = inp.shape[1:3] if inp.is_nhwc else inp.shape[2:4]
+    if len(dims) == 2 and all(isinstance(d, int) and d > 0 for d in dims):
+        return int(dims[0]), int(dims[1])
+    return None
+
+
+def resolutions(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]) -> List[Tuple[int, int]]:
+    """Resolutions to build: --imgsz, else the graph's static size, else the sidecar's input size."""
+    if len(info.inputs) != 1:
+        raise ModelError(
+            f"{info.path} has {len(info.inputs)} inputs ({[i.name for i in info.inputs]}); edge build expects "
+            "one image input"
+        )
+    inp = info.inputs[0]
+    if len(inp.shape) != 4:
+        raise ModelError(f"input {inp.name!r} has rank {len(inp.shape)}, expected 4 (NCHW or NHWC)")
+    static = _static_hw(inp)
+    if cfg.imgsz:
+        if static is not None and any(hw != static for hw in cfg.imgsz):
+            raise EdgeError(
+                f"{info.path} has a fixed input size {static[0]}x{static[1]} but --imgsz asks for "
+                f"{', '.join(f'{h}x{w}' for h, w in cfg.imgsz)}: re-export with `edge export --imgsz ...` "
+                "(one ONNX per resolution, or --dynamic) and build each"
+            )
+        return list(cfg.imgsz)
+    if static is not None:
+        return [static]
+    size = sidecar.get("input", {}).get("size")
+    if size:
+        return [(int(size[0]), int(size[1]))]
+    raise EdgeError(f"{info.path} has a dynamic input size and no sidecar input size: pass --imgsz HxW")
+
+
+def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any], device: DeviceInfo,
+                 caps: TrtCapabilities, onnx_sha256: str) -> List[EnginePlan]:
+    """The engines this build will produce, with keys, before touching TensorRT."""
+    cfg.validate()
+    inp = info.inputs[0] if info.inputs else None
+    sizes = resolutions(cfg, info, sidecar)
+    if inp is not None and inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0:
+        if cfg.batch != (1, 1, 1) and cfg.batch != (inp.shape[0],) * 3:
+            raise EdgeError(
+                f"{info.path} has a fixed batch of {inp.shape[0]}; re-export with --dynamic-batch to build "
+                f"--batch {','.join(map(str, cfg.batch))}"
+            )
+        batch = (inp.shape[0],) * 3
+    else:
+        batch = cfg.batch
+    assert inp is not None
+    groups: List[List[Tuple[int, int]]] = [sizes] if cfg.span_profile else [[s] for s in sizes]
+    stem = Path(info.path).stem
+    plans = []
+    calib = (sidecar.get("quantization") or {}).get("calibration_sha256")
+    for group in groups:
+        by_area = sorted(group, key=lambda hw: hw[0] * hw[1])
+        lo, hi = by_area[0], by_area[-1]
+        opt = group[0]
+        profile = Profile(inp.name, _input_shape(inp, batch[0], lo), _input_shape(inp, batch[1], opt),
+                          _input_shape(inp, batch[2], hi))
+        profiles = [profile]
+        key = EngineKey(
+            onnx_sha256=onnx_sha256,
+            tensorrt_version=caps.version_string,
+            device_name=device.name,
+            device_sm=device.sm,
+            l4t_release=device.l4t_release,
+            dla_core=cfg.dla_core,
+            gpu_fallback=cfg.gpu_fallback,
+            precision=cfg.precision,
+            profiles=[p.to_dict() for p in profiles],
+            plugin_library=("libnvinfer_plugin " + caps.version_string) if info.plugin_ops else None,
+            calibration_sha256=calib,
+            nms=sidecar.get("nms"),
+            extra={"onnx_precision_form": info.precision_form, "strongly_typed": cfg.strongly_typed},
+        )
+        name = engine_filename(stem, profile.opt_shape if not cfg.span_profile else profile.max_shape,
+                               batch[2], cfg.precision, device, cfg.dla_core)
+        if cfg.span_profile:
+            name = name.replace(f"_{hi[0]}x{hi[1]}_", f"_{lo[0]}x{lo[1]}-{hi[0]}x{hi[1]}_")
+        engine_path = Path(cfg.out_dir) / name
+        cmd = trtexec_command(caps, info.path, str(engine_path), cfg.precision, profiles, cfg.workspace_mb,
+                              cfg.dla_core, cfg.gpu_fallback, cfg.timing_cache, None, cfg.strongly_typed)
+        plans.append(EnginePlan(engine_path, profiles, key, cmd, profile.opt_shape))
+    return plans
+
+
+def engine_status(plan: EnginePlan) -> Tuple[str, List[str]]:
+    """('missing'|'stale'|'up-to-date', reasons) for a planned engine already on disk."""
+    if not plan.engine_path.exists():
+        return "missing", []
+    sidecar = read_sidecar(plan.engine_path, required=False)
+    if not sidecar or "engine" not in sidecar:
+        return "stale", ["no sidecar with an engine key"]
+    try:
+        recorded = EngineKey.from_dict(sidecar["engine"]["key"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return "stale", [f"unreadable engine key ({exc})"]
+    reasons = stale_reasons(recorded, plan.key)
+    if sidecar["engine"].get("sha256") != sha256_file(plan.engine_path):
+        reasons.append("engine bytes do not match the sidecar's sha256 (file changed or truncated)")
+    return ("stale" if reasons else "up-to-date"), reasons
+
+
+@dataclass
+class BuiltEngine:
+    path: Path
+    status: str  # built | up-to-date
+    seconds: float
+    reasons: List[str]
+
+
+def build_engines(
+    cfg: EngineBuildConfig,
+    trt: Any,
+    device: DeviceInfo,
+    build_fn: Optional[Callable[..., Any]] = None,
+    calibrator: Any = None,
+) -> List[BuiltEngine]:
+    """Build every planned engine that is missing or stale. ``trt``: the tensorrt module (or a stand-in)."""
+    from edge.trt import api
+
+    build_fn = build_fn or api.build_engine
+    caps = api.trt_capabilities(trt)
+    info = inspect_onnx(cfg.onnx_path)
+    sidecar = read_sidecar(cfg.onnx_path, required=False) or {}
+    onnx_sha = sha256_file(cfg.onnx_path)
+    plans = plan_engines(cfg, info, sidecar, device, caps, onnx_sha)
+    timing = None
+    if cfg.timing_cache and Path(cfg.timing_cache).exists():
+        timing = Path(cfg.timing_cache).read_bytes()
+    results = []
+    for plan in plans:
+        status, reasons = engine_status(plan)
+        if status == "up-to-date" and not cfg.force:
+            log.info("%s is up to date", plan.engine_path)
+            results.append(BuiltEngine(plan.engine_path, "up-to-date", 0.0, []))
+            continue
+        if status == "stale":
+            log.warning("rebuilding stale engine %s: %s", plan.engine_path, "; ".join(reasons))
+        req = api.BuildRequest(
+            onnx_path=cfg.onnx_path, precision=cfg.precision, profiles=plan.profiles,
+            workspace_mb=cfg.workspace_mb, dla_core=cfg.dla_core, gpu_fallback=cfg.gpu_fallback,
+            onnx_precision_form=info.precision_form, plugin_ops=info.plugin_ops, timing_cache=timing,
+            calibrator=calibrator, strongly_typed=cfg.strongly_typed,
+        )
+        start = time.perf_counter()
+        result = build_fn(trt, req)
+        seconds = time.perf_counter() - start
+        atomic_write_bytes(plan.engine_path, result.engine)
+        meta = derive_sidecar(cfg.onnx_path, plan.engine_path, "build", {
+            "format": "tensorrt-engine",
+            "engine": {
+                "key": plan.key.to_dict(),
+                "sha256": sha256_file(plan.engine_path),
+                "builder_flags": list(result.flags),
+                "input_shape": list(plan.input_shape),
+                "trtexec": plan.trtexec,
+                "build_seconds": round(seconds, 2),
+                "source_onnx": str(Path(cfg.onnx_path).resolve()),
+            },
+        })
+        write_sidecar(plan.engine_path, meta)
+        if cfg.timing_cache and result.timing_cache:
+            atomic_write_bytes(cfg.timing_cache, result.timing_cache)
+            timing = result.timing_cache
+        log.info("built %s in %.1f s", plan.engine_path, seconds)
+        results.append(BuiltEngine(plan.engine_path, "built", seconds, reasons))
+    return results
+
+
+def plan_summary(plans: Sequence[EnginePlan]) -> List[Dict[str, Any]]:
+    return [{"engine": str(p.engine_path), "status": engine_status(p)[0], "trtexec": p.trtexec} for p in plans]

@@ -44,7 +44,9 @@ def _available_verbs():
             yield verb, module
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``edge`` parser. With ``only``, import just that verb's module (a broken or heavy module of
+    another verb never slows or breaks this one); otherwise import all of them for the full help."""
     parser = argparse.ArgumentParser(
         prog="edge",
         description="Single-shot detectors from PyTorch to NVIDIA Jetson, stage by stage.",
@@ -54,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, module_name in _available_verbs():
-        module = importlib.import_module(module_name)
+        if only is not None and verb != only:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            sub.add_parser(verb, help=f"(unavailable: {exc})")
+            continue
         verb_parser = sub.add_parser(verb, help=module.HELP, description=module.HELP)
         module.add_arguments(verb_parser)
         verb_parser.set_defaults(_run=module.run)
@@ -67,11 +75,15 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=verb if verb in VERBS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "verb", None):
         parser.print_help()
         return 2
+    if not hasattr(args, "_run"):
+        parser.error(f"the {args.verb!r} verb cannot be loaded in this installation; see `edge --help`")
     configure_logging(args.verbose, args.quiet)
     try:
         return int(args._run(args) or 0)

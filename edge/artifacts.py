@@ -60,6 +60,8 @@ def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[Any]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=str(dest.parent))
     try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
             fh.flush()
@@ -69,6 +71,12 @@ def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

@@ -28,13 +28,22 @@ from ..errors import ModelError
 from . import register
 from .anchors import AnchorLevel, grid_anchors, match_anchors, probe_feature_sizes, retinanet_anchor_levels
 from .backbones import BACKBONES, Backbone, build_backbone
-from .base import Detections, Detector, LossDict, Target
+from .base import (
+    IMAGENET_NORMALIZATION,
+    Detections,
+    Detector,
+    LossDict,
+    Target,
+    as_input_size,
+    as_normalization,
+    check_input_size,
+    target_tensors,
+)
 from .box_coding import BoxCoder
 from .fpn import FPN
 from .heads import RetinaNetHead
 from .losses import giou_loss, sigmoid_focal_loss, smooth_l1
 from .ops import box_iou, clip_boxes, cxcywh_to_xyxy
-from .ssd import IMAGENET_NORMALIZATION, as_input_size, as_normalization, check_input_size, target_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +106,7 @@ class RetinaNetConfig:
             raise ModelError(f"focal loss needs gamma >= 0 and alpha <= 1 (alpha < 0 disables it), got "
                              f"gamma={self.focal_gamma}, alpha={self.focal_alpha}")
         as_input_size(self.input_size)
-        as_normalization(self.normalization)
+        as_normalization(self.normalization, IMAGENET_NORMALIZATION)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -174,7 +183,7 @@ class RetinaNet(Detector):
     def __init__(self, **kwargs: Any):
         cfg = retinanet_config(**kwargs)
         super().__init__(num_classes=cfg.num_classes, input_size=cfg.input_size,
-                         normalization=as_normalization(cfg.normalization))
+                         normalization=as_normalization(cfg.normalization, IMAGENET_NORMALIZATION))
         backbone = build_backbone(cfg.backbone, width=cfg.width)
         fpn = FPN(backbone.out_channels[-3:], cfg.fpn_channels, num_levels=cfg.num_levels, p6_from=cfg.p6_from)
         self.features = RetinaNetFeatures(backbone, fpn)

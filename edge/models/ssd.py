@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,17 @@ from .anchors import (
     ssd_scales,
 )
 from .backbones import BACKBONES, Backbone, build_backbone
-from .base import Detections, Detector, LossDict, Normalization, Target
+from .base import (
+    IMAGENET_NORMALIZATION,
+    Detections,
+    Detector,
+    LossDict,
+    Target,
+    as_input_size,
+    as_normalization,
+    check_input_size,
+    target_tensors,
+)
 from .box_coding import BoxCoder
 from .heads import SSDHead
 from .losses import hard_negative_mask, smooth_l1
@@ -43,49 +53,6 @@ from .ops import box_iou, clip_boxes, cxcywh_to_xyxy
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_NORMALIZATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-
-
-def as_normalization(value: Union[None, Normalization, Dict[str, Any]]) -> Normalization:
-    """None (ImageNet mean/std on pixels / 255), a ``Normalization``, or its ``to_dict()`` form."""
-    if value is None:
-        value = IMAGENET_NORMALIZATION
-    if isinstance(value, Normalization):
-        return value
-    data = dict(value)
-    order = data.pop("channel_order", "RGB")
-    if order != "RGB":
-        raise ModelError(f"normalization channel_order {order!r} is not supported; models take RGB input")
-    mean = [float(v) for v in data.get("mean", (0.0, 0.0, 0.0))]
-    std = [float(v) for v in data.get("std", (1.0, 1.0, 1.0))]
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ModelError(f"normalization needs 3 means and 3 positive stds, got mean={mean} std={std}")
-    return Normalization(scale=float(data.get("scale", 255.0)), mean=(mean[0], mean[1], mean[2]),
-                         std=(std[0], std[1], std[2]))
-
-
-def as_input_size(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    """An int (square) or (H, W) -> (H, W), both positive."""
-    if isinstance(value, int):
-        size = (value, value)
-    else:
-        seq = [int(v) for v in value]
-        if len(seq) != 2:
-            raise ModelError(f"input_size must be an int or (H, W), got {value!r}")
-        size = (seq[0], seq[1])
-    if size[0] <= 0 or size[1] <= 0:
-        raise ModelError(f"input_size must be positive, got {size}")
-    return size
-
-
-def check_input_size(images: torch.Tensor, input_size: Tuple[int, int], arch: str) -> None:
-    """Anchors are computed for one input size: refuse images of another (skipped while tracing)."""
-    if torch.jit.is_tracing():
-        return
-    if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != tuple(input_size):
-        raise ModelError(f"{arch} model built for input {input_size[0]}x{input_size[1]} got images of shape "
-                         f"{tuple(images.shape)}; expected [B, 3, {input_size[0]}, {input_size[1]}] (rebuild the "
-                         "model with input_size=[H, W] for another resolution: the weights load unchanged)")
 
 
 @dataclass
@@ -133,7 +100,7 @@ class SSDConfig:
         if self.neg_pos_ratio < 0:
             raise ModelError(f"SSD neg_pos_ratio must be >= 0, got {self.neg_pos_ratio}")
         as_input_size(self.input_size)
-        as_normalization(self.normalization)
+        as_normalization(self.normalization, IMAGENET_NORMALIZATION)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -237,7 +204,7 @@ class SSD(Detector):
     def __init__(self, **kwargs: Any):
         cfg = ssd_config(**kwargs)
         super().__init__(num_classes=cfg.num_classes, input_size=cfg.input_size,
-                         normalization=as_normalization(cfg.normalization))
+                         normalization=as_normalization(cfg.normalization, IMAGENET_NORMALIZATION))
         self.features = SSDFeatures(build_backbone(cfg.backbone, width=cfg.width), cfg.extras, cfg.extras_batch_norm)
         try:
             sizes = probe_feature_sizes(self.features, self.input_size)
@@ -325,19 +292,6 @@ class SSD(Detector):
         box coding (center-size, variances) needed to decode raw offsets outside PyTorch."""
         return [dict(lv.to_dict(), level=i, format="cxcywh_pixels", coding="center_size",
                      variances=list(self.box_coder.variances)) for i, lv in enumerate(self.anchor_levels)]
-
-
-def target_tensors(t: Target, num_classes: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Target -> (boxes float32 [n, 4] xyxy, labels int64 [n]) without degenerate boxes; checks labels."""
-    boxes = torch.as_tensor(t.boxes, dtype=torch.float32, device=device).reshape(-1, 4)
-    labels = torch.as_tensor(t.labels, dtype=torch.int64, device=device).reshape(-1)
-    if boxes.shape[0] != labels.shape[0]:
-        raise ModelError(f"target has {boxes.shape[0]} boxes but {labels.shape[0]} labels")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ModelError(f"target labels must be 0-based class indices in [0, {num_classes - 1}], got "
-                         f"{labels.min().item()}..{labels.max().item()}")
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return boxes[keep], labels[keep]
 
 
 @register("ssd")

@@ -22,7 +22,7 @@ from torch import nn
 
 from edge.errors import ModelError
 from edge.models import register
-from edge.models.base import Detections, Detector, LossDict, Normalization, Target
+from edge.models.base import Detections, Detector, LossDict, Target, as_input_size, as_normalization
 from edge.models.darknet import ConvBNAct, Darknet19, scale_channels
 from edge.models.yolo_loss import YoloLossConfig, YoloRaw, decode_level_boxes, yolo_loss
 
@@ -34,38 +34,6 @@ YOLOV2_ANCHORS_416: List[List[float]] = [
 ]
 
 SizeLike = Union[int, Sequence[int]]
-
-
-def as_input_size(value: SizeLike, multiple: int = 32) -> Tuple[int, int]:
-    """An int S or (H, W) -> (H, W), checked to be positive multiples of ``multiple``."""
-    if isinstance(value, int):
-        size = (value, value)
-    else:
-        seq = list(value)
-        if len(seq) != 2:
-            raise ModelError(f"input_size must be an int or (H, W), got {value!r}")
-        size = (int(seq[0]), int(seq[1]))
-    if size[0] <= 0 or size[1] <= 0 or size[0] % multiple or size[1] % multiple:
-        raise ModelError(
-            f"input_size {size[0]}x{size[1]} is not a positive multiple of {multiple} in both H and W; "
-            f"YOLO models need H and W divisible by their largest stride ({multiple}), e.g. 320x320"
-        )
-    return size
-
-
-def as_normalization(value: Union[None, Normalization, Dict[str, Any]]) -> Normalization:
-    """None (Darknet's default: pixels / 255, no mean/std), a Normalization, or its ``to_dict()`` form."""
-    if value is None:
-        return Normalization()
-    if isinstance(value, Normalization):
-        return value
-    data = dict(value)
-    order = data.pop("channel_order", "RGB")
-    if order != "RGB":
-        raise ModelError(f"normalization channel_order {order!r} is not supported; models take RGB input")
-    return Normalization(scale=float(data.get("scale", 255.0)),
-                         mean=tuple(float(v) for v in data.get("mean", (0.0, 0.0, 0.0))),  # type: ignore[arg-type]
-                         std=tuple(float(v) for v in data.get("std", (1.0, 1.0, 1.0))))  # type: ignore[arg-type]
 
 
 def scale_anchors(anchors: Sequence[Sequence[float]], from_size: Tuple[int, int],

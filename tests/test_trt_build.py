@@ -170,7 +170,7 @@ def test_api_contract_missing_plugin_is_named(tmp_path):
         api.build_engine(trt, _request(path, "fp16"))
     # 8.5 lists creators through plugin_creator_list (all_creators does not exist there)
     trt85 = make_tensorrt("8.5.2")
-    assert "EfficientNMS_TRT" in api.init_plugins(trt85, api._Logger.create(trt85))
+    assert "EfficientNMS_TRT" in api.init_plugins(trt85, api.make_logger(trt85))
 
 
 def test_api_contract_dla_core_checked_and_set(tmp_path):

@@ -90,6 +90,11 @@ class _Logger:
         return EdgeTrtLogger()
 
 
+def make_logger(trt: Any) -> Any:
+    """A TensorRT ILogger that forwards to Python logging and keeps error messages in ``.errors``."""
+    return _Logger.create(trt)
+
+
 def trt_capabilities(trt: Any) -> TrtCapabilities:
     return capabilities(trt.__version__)
 
@@ -150,7 +155,7 @@ def build_engine(trt: Any, req: BuildRequest) -> BuildResult:
     """Parse ``req.onnx_path`` and build a serialized engine. Raises ModelError/EdgeError with causes."""
     caps = trt_capabilities(trt)
     require_supported(caps, for_build=True)
-    logger = _Logger.create(trt)
+    logger = make_logger(trt)
     available = init_plugins(trt, logger)
     check_plugins(req.plugin_ops, available, caps.version_string)
 
@@ -234,7 +239,7 @@ def deserialize_engine(trt: Any, engine_bytes: bytes) -> Tuple[Any, Any]:
     """(runtime, engine) from serialized bytes, plugins loaded first. Raises ModelError on a bad file."""
     caps = trt_capabilities(trt)
     require_supported(caps, for_build=False)
-    logger = _Logger.create(trt)
+    logger = make_logger(trt)
     init_plugins(trt, logger)
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(engine_bytes)

@@ -23,6 +23,7 @@ from edge.errors import EdgeError
 
 # verb -> module under edge.cli. A verb appears here once its module exists.
 VERBS = {
+    "run": "edge.cli.run",
     "eval": "edge.cli.eval",
     "train": "edge.cli.train",
     "anchors": "edge.cli.anchors",

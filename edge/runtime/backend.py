@@ -1,0 +1,462 @@
+"""The one interface every inference backend implements, and the contract each must pass.
+
+A backend runs a *deploy graph*: a detector whose NMS is inside the graph (``edge surgery`` output, or a
+TensorRT engine built from it). It has one image input and four outputs:
+
+    input            uint8 [B, H, W, 3] BGR frames (layout ``uint8_nhwc_bgr``), or
+                     float32/float16 [B, 3, H, W] RGB normalized (layout ``float_nchw_rgb``)
+    num_detections     int32   [B, 1]
+    detection_boxes    float32 [B, K, 4]  x1,y1,x2,y2 in *input* pixels (the letterboxed H x W image)
+    detection_scores   float32 [B, K]     descending per image; only the first num_detections are valid
+    detection_classes  int32   [B, K]     0-based index into the class names
+
+The contract (``conformance_report`` checks it; tests run it on every backend present, and
+``edge doctor`` can run it on a device):
+
+1. ``input_spec`` / ``output_specs`` describe exactly one input and the four outputs above.
+2. ``infer(batch)`` validates the batch (shape, dtype, contiguity) and raises ``ModelError`` on a
+   mismatch (never a crash inside the runtime); it returns a ``DetectionBatch`` whose arrays are owned
+   by the caller: a later ``infer`` never overwrites them.
+3. Same input, same output (deterministic); different inputs give independent results.
+4. ``0 <= num_detections <= K``; boxes finite; classes in ``[0, num_classes)`` when classes are known.
+5. ``close()`` frees everything and is idempotent; ``infer`` after ``close`` raises ``EdgeError``.
+   Backends are context managers.
+
+Public ``infer`` validates, private ``_infer`` works (the Polygraphy pattern).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge.errors import EdgeError, ModelError
+
+log = logging.getLogger(__name__)
+
+LAYOUT_UINT8_NHWC_BGR = "uint8_nhwc_bgr"
+LAYOUT_FLOAT_NCHW_RGB = "float_nchw_rgb"
+LAYOUTS = (LAYOUT_UINT8_NHWC_BGR, LAYOUT_FLOAT_NCHW_RGB)
+
+OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+
+
+class PreNmsModelError(ModelError):
+    """The graph ends in boxes + scores (no NMS inside): ``edge surgery`` turns it into a deploy graph."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (-1 for a dynamic dimension) and numpy dtype of one graph input or output."""
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+
+    def describe(self) -> str:
+        dims = ",".join("?" if d < 0 else str(d) for d in self.shape)
+        return f"{self.name} {np.dtype(self.dtype).name}[{dims}]"
+
+
+@dataclass
+class InputFormat:
+    """What the graph's input expects, so preprocessing can produce exactly that.
+
+    layout: ``uint8_nhwc_bgr`` (frames as captured; the graph normalizes) or ``float_nchw_rgb``
+        (preprocessing converts BGR->RGB, HWC->CHW and applies ``(pixel / scale - mean) / std``).
+    height, width: the network input size in pixels (the letterbox target).
+    batch: the static batch size, or -1 when the graph's batch dimension is dynamic.
+    dtype: numpy dtype name of the input tensor (uint8, float32 or float16).
+    pad_value: the letterbox border value (gray 114 unless the sidecar says otherwise).
+    """
+
+    layout: str
+    height: int
+    width: int
+    batch: int = 1
+    dtype: str = "uint8"
+    scale: float = 255.0
+    mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pad_value: int = 114
+
+    def validate(self) -> "InputFormat":
+        if self.layout not in LAYOUTS:
+            raise ModelError(f"input layout {self.layout!r} is not supported; expected one of {LAYOUTS}")
+        if self.height <= 0 or self.width <= 0:
+            raise ModelError(
+                f"input size {self.height}x{self.width} is not static; export the model with a fixed "
+                "input size (edge export --imgsz H W) or pass one in the sidecar"
+            )
+        if self.layout == LAYOUT_UINT8_NHWC_BGR and self.dtype != "uint8":
+            raise ModelError(f"layout {self.layout} needs a uint8 input, the graph has {self.dtype}")
+        if self.layout == LAYOUT_FLOAT_NCHW_RGB and self.dtype not in ("float32", "float16"):
+            raise ModelError(f"layout {self.layout} needs a float32/float16 input, the graph has {self.dtype}")
+        if any(s == 0 for s in self.std) or self.scale == 0:
+            raise ModelError(f"normalization has a zero divisor: scale={self.scale}, std={self.std}")
+        return self
+
+    def tensor_shape(self, batch: int = 1) -> Tuple[int, ...]:
+        if self.layout == LAYOUT_UINT8_NHWC_BGR:
+            return (batch, self.height, self.width, 3)
+        return (batch, 3, self.height, self.width)
+
+
+@dataclass
+class ModelInfo:
+    """What the runtime knows about a deploy graph: where it is, its input format and class names."""
+
+    path: Path
+    input_name: str
+    input_format: InputFormat
+    class_names: List[str] = field(default_factory=list)
+    max_detections: int = -1
+    sidecar: Dict[str, Any] = field(default_factory=dict)
+
+    def label(self, class_id: int) -> str:
+        if 0 <= class_id < len(self.class_names):
+            return self.class_names[class_id]
+        return str(class_id)
+
+
+@dataclass
+class DetectionBatch:
+    """The four NMS outputs of one batch, owned by the caller.
+
+    num: int32 [B]; boxes: float32 [B, K, 4] xyxy input pixels; scores: float32 [B, K];
+    classes: int32 [B, K]. Only the first ``num[i]`` rows of image ``i`` are valid.
+    """
+
+    num: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.num.shape[0])
+
+    def image(self, i: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes [n,4] xyxy input pixels, scores [n], classes [n]) of image ``i``; views, no copies."""
+        n = int(self.num[i])
+        return self.boxes[i, :n], self.scores[i, :n], self.classes[i, :n]
+
+
+def detections_from_outputs(outputs: Dict[str, np.ndarray], *, copy: bool = False) -> DetectionBatch:
+    """Build a ``DetectionBatch`` from the four named outputs, normalizing dtypes and shapes.
+
+    Raises ModelError naming what is missing or malformed.
+    """
+    missing = [n for n in OUTPUT_NAMES if n not in outputs]
+    if missing:
+        raise ModelError(
+            f"backend outputs {sorted(outputs)} lack {missing}; edge-run needs a graph with NMS inside "
+            f"({', '.join(OUTPUT_NAMES)}): run `edge surgery MODEL.onnx` first"
+        )
+    num = np.asarray(outputs["num_detections"])
+    boxes = np.asarray(outputs["detection_boxes"])
+    scores = np.asarray(outputs["detection_scores"])
+    classes = np.asarray(outputs["detection_classes"])
+    if boxes.ndim != 3 or boxes.shape[-1] != 4:
+        raise ModelError(f"detection_boxes must be [B,K,4], found {list(boxes.shape)}")
+    b, k = boxes.shape[:2]
+    if scores.shape != (b, k) or classes.shape != (b, k) or num.size != b:
+        raise ModelError(
+            f"NMS outputs disagree: boxes {list(boxes.shape)}, scores {list(scores.shape)}, "
+            f"classes {list(classes.shape)}, num_detections {list(num.shape)}; expected [B,K,4], [B,K], "
+            "[B,K], [B,1]"
+        )
+    num = np.clip(num.reshape(b), 0, k).astype(np.int32)
+    return DetectionBatch(
+        num=num,
+        boxes=boxes.astype(np.float32, copy=copy),
+        scores=scores.astype(np.float32, copy=copy),
+        classes=classes.astype(np.int32, copy=copy),
+    )
+
+
+def find_output_names(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> Dict[str, str]:
+    """Map the four canonical output names to the graph's own names.
+
+    By name first (exact, then suffix match such as ``nms/num_detections``); a graph with exactly four
+    outputs shaped [B,1], [B,K,4], [B,K], [B,K] is accepted in that order. Raises ModelError otherwise.
+    """
+    mapping: Dict[str, str] = {}
+    for canonical in OUTPUT_NAMES:
+        hits = [n for n in names if n == canonical] or [n for n in names if n.endswith(canonical)]
+        if len(hits) == 1:
+            mapping[canonical] = hits[0]
+    if len(mapping) == 4:
+        return mapping
+    ranks = [len(s) for s in shapes]
+    if len(names) == 4 and ranks == [2, 3, 2, 2] and (shapes[1][-1] in (4, -1)):
+        return dict(zip(OUTPUT_NAMES, names))
+    found = ", ".join(f"{n}{list(s)}" for n, s in zip(names, shapes))
+    error = PreNmsModelError if len(names) == 2 and sorted(ranks) == [3, 3] else ModelError
+    raise error(
+        f"graph outputs [{found}] are not the four NMS outputs edge-run expects "
+        f"({', '.join(OUTPUT_NAMES)}). A pre-NMS model (boxes + scores) needs NMS appended first: "
+        "`edge surgery MODEL.onnx --out MODEL.nms.onnx`"
+    )
+
+
+def input_format_from_graph(
+    spec: TensorSpec, sidecar: Optional[Dict[str, Any]] = None
+) -> InputFormat:
+    """Decide the input format from the sidecar when it says, else from the input tensor itself.
+
+    Sidecar keys read (any stage's sidecar): ``input_layout`` or ``layout`` (one of LAYOUTS),
+    ``input_size``/``imgsz`` ([H, W]), ``normalization`` ({scale, mean, std}), ``pad_value``; the same
+    inside an ``input`` block (``size``, ``layout``, ``pad_value``, ``normalization``) as ``edge export``
+    writes it.
+    Without a sidecar: uint8 with last dim 3 -> ``uint8_nhwc_bgr``; float with dim 1 == 3 ->
+    ``float_nchw_rgb`` normalized to [0, 1] (logged, since a wrong guess gives bad detections).
+    """
+    sc = dict(sidecar or {})
+    nested = sc.get("input") if isinstance(sc.get("input"), dict) else {}
+    for key, alias in (("input_layout", "layout"), ("input_size", "size"), ("pad_value", "pad_value"),
+                       ("normalization", "normalization")):
+        if key not in sc and alias in nested:  # edge export also writes {"input": {"size", "pad_value"...}}
+            sc[key] = nested[alias]
+    dtype = np.dtype(spec.dtype).name
+    shape = tuple(int(d) for d in spec.shape)
+    if len(shape) != 4:
+        raise ModelError(f"input {spec.describe()} must be 4-D (NHWC uint8 or NCHW float)")
+    layout = sc.get("input_layout") or sc.get("layout")
+    if isinstance(layout, dict):  # {"layout": "...", ...} style
+        layout = layout.get("name") or layout.get("layout")
+    if layout not in LAYOUTS:
+        if dtype == "uint8" and shape[3] == 3:
+            layout = LAYOUT_UINT8_NHWC_BGR
+        elif dtype in ("float32", "float16") and shape[1] == 3:
+            layout = LAYOUT_FLOAT_NCHW_RGB
+        else:
+            raise ModelError(
+                f"cannot tell the input layout of {spec.describe()}: expected uint8 [B,H,W,3] BGR or "
+                "float [B,3,H,W] RGB; add input_layout to the model's sidecar JSON"
+            )
+    if layout == LAYOUT_UINT8_NHWC_BGR:
+        h, w = shape[1], shape[2]
+    else:
+        h, w = shape[2], shape[3]
+    size = sc.get("input_size") or sc.get("imgsz")
+    if (h <= 0 or w <= 0) and isinstance(size, (list, tuple)) and len(size) == 2:
+        h, w = int(size[0]), int(size[1])
+    norm = sc.get("normalization") or {}
+    fmt = InputFormat(
+        layout=layout,
+        height=int(h),
+        width=int(w),
+        batch=int(shape[0]),
+        dtype=dtype,
+        scale=float(norm.get("scale", 255.0)),
+        mean=tuple(float(v) for v in norm.get("mean", (0.0, 0.0, 0.0))),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in norm.get("std", (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
+        pad_value=int(sc.get("pad_value", 114)),
+    )
+    if layout == LAYOUT_FLOAT_NCHW_RGB and not norm:
+        log.warning(
+            "%s: no normalization in the sidecar; assuming RGB pixel/255 (mean 0, std 1)", spec.name
+        )
+    return fmt.validate()
+
+
+def class_names_from_sidecar(sidecar: Optional[Dict[str, Any]]) -> List[str]:
+    sc = sidecar or {}
+    names = sc.get("class_names") or sc.get("classes") or sc.get("names") or []
+    if isinstance(names, dict):  # {"0": "cat", ...}
+        names = [names[k] for k in sorted(names, key=lambda k: int(k))]
+    return [str(n) for n in names]
+
+
+class Backend(abc.ABC):
+    """Runs a deploy graph on a batch of preprocessed frames. See the module docstring for the contract.
+
+    Subclasses set ``name``, fill ``self.info``, ``self._input_spec``, ``self._output_specs`` and implement
+    ``_infer`` (validated input in, the four named outputs out, caller-owned) and ``_close``.
+    """
+
+    name = "backend"
+
+    def __init__(self) -> None:
+        self.info: Optional[ModelInfo] = None
+        self._input_spec: Optional[TensorSpec] = None
+        self._output_specs: List[TensorSpec] = []
+        self._closed = False
+
+    # -- description ---------------------------------------------------------------------------
+    @property
+    def input_spec(self) -> TensorSpec:
+        assert self._input_spec is not None
+        return self._input_spec
+
+    @property
+    def output_specs(self) -> List[TensorSpec]:
+        return list(self._output_specs)
+
+    @property
+    def input_format(self) -> InputFormat:
+        assert self.info is not None
+        return self.info.input_format
+
+    def describe(self) -> str:
+        """One line for logs: backend, device/provider and model."""
+        path = self.info.path if self.info else "?"
+        return f"{self.name} ({path})"
+
+    # -- inference -----------------------------------------------------------------------------
+    def infer(self, batch: np.ndarray) -> DetectionBatch:
+        """Run the graph on ``batch`` (shape/dtype per ``input_format``); returns caller-owned results."""
+        if self._closed:
+            raise EdgeError(f"{self.name} backend is closed; create a new one to run inference")
+        self._check_input(batch)
+        return detections_from_outputs(self._infer(batch))
+
+    def _check_input(self, batch: np.ndarray) -> None:
+        spec = self.input_spec
+        if not isinstance(batch, np.ndarray):
+            raise ModelError(f"input must be a numpy array, found {type(batch).__name__}")
+        if batch.dtype != np.dtype(spec.dtype):
+            raise ModelError(
+                f"input dtype {batch.dtype} does not match the graph's {spec.describe()}; preprocess with "
+                f"the model's input format ({self.input_format.layout})"
+            )
+        if batch.ndim != len(spec.shape) or any(
+            d >= 0 and d != s for d, s in zip(spec.shape, batch.shape)
+        ):
+            raise ModelError(
+                f"input shape {list(batch.shape)} does not match the graph's {spec.describe()}"
+            )
+        if not batch.flags.c_contiguous:
+            raise ModelError("input must be C-contiguous (np.ascontiguousarray)")
+
+    @abc.abstractmethod
+    def _infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """Validated batch in; the four canonical output names -> caller-owned arrays out."""
+
+    def warmup(self, iterations: int = 2) -> None:
+        """Run a few zero batches so first-frame latency does not skew statistics."""
+        batch = np.zeros(self.input_format.tensor_shape(max(1, self.input_format.batch)), self.input_spec.dtype)
+        for _ in range(max(0, iterations)):
+            self.infer(batch)
+
+    # -- threads -------------------------------------------------------------------------------
+    def bind_thread(self) -> None:  # noqa: B027 - optional hook
+        """Called once on the thread that will run ``infer`` (the pipeline's infer stage), before the
+        first frame. The TensorRT backend makes its CUDA context current there."""
+
+    def release_thread(self) -> None:  # noqa: B027 - optional hook
+        """Called on that same thread when it stops running inference."""
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Free resources. Called once."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
+
+
+def conformance_report(
+    backend: Backend, batches: Sequence[np.ndarray], num_classes: Optional[int] = None
+) -> List[str]:
+    """Check ``backend`` against the contract on at least two different input batches.
+
+    Returns the list of violations (empty when conformant). Does not close the backend.
+    """
+    problems: List[str] = []
+    if len(batches) < 2:
+        raise ValueError("conformance_report needs at least two different batches")
+    spec = backend.input_spec
+    outs = backend.output_specs
+    if len(outs) != 4:
+        problems.append(f"expected 4 outputs, found {[o.describe() for o in outs]}")
+    if backend.info is None:
+        problems.append("backend.info is not set")
+    # 1. results are caller-owned and deterministic
+    first = backend.infer(batches[0])
+    snapshot = [a.copy() for a in (first.num, first.boxes, first.scores, first.classes)]
+    second = backend.infer(batches[1])
+    again = backend.infer(batches[0])
+    for name, before, now in zip(("num", "boxes", "scores", "classes"), snapshot,
+                                 (first.num, first.boxes, first.scores, first.classes)):
+        if not np.array_equal(before, now):
+            problems.append(f"{name} of an earlier infer() changed after later calls (not caller-owned)")
+    for name, a, b in zip(("num", "boxes", "scores", "classes"), snapshot,
+                          (again.num, again.boxes, again.scores, again.classes)):
+        if a.shape != b.shape or not np.allclose(a, b, atol=1e-4):
+            problems.append(f"{name} differs between two runs of the same input (not deterministic)")
+    # 2. dtypes, shapes and value ranges
+    for label, det in (("batch 0", first), ("batch 1", second)):
+        b = det.boxes.shape[0]
+        if b != batches[0].shape[0]:
+            problems.append(f"{label}: output batch {b} != input batch {batches[0].shape[0]}")
+        if det.num.dtype != np.int32 or det.classes.dtype != np.int32:
+            problems.append(f"{label}: num/classes must be int32")
+        if det.boxes.dtype != np.float32 or det.scores.dtype != np.float32:
+            problems.append(f"{label}: boxes/scores must be float32")
+        k = det.boxes.shape[1]
+        if np.any(det.num < 0) or np.any(det.num > k):
+            problems.append(f"{label}: num_detections {det.num.tolist()} outside [0, {k}]")
+        for i in range(b):
+            boxes, scores, classes = det.image(i)
+            if not np.all(np.isfinite(boxes)):
+                problems.append(f"{label} image {i}: non-finite boxes")
+            if boxes.size and (np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1])):
+                problems.append(f"{label} image {i}: boxes are not x1<=x2, y1<=y2")
+            if num_classes is not None and classes.size and (classes.min() < 0 or classes.max() >= num_classes):
+                problems.append(f"{label} image {i}: classes {classes.tolist()} outside [0, {num_classes})")
+            if scores.size > 1 and np.any(np.diff(scores) > 1e-6):
+                problems.append(f"{label} image {i}: scores not in descending order")
+    # 3. validation errors, not crashes
+    wrong = np.zeros(tuple(max(1, d) + (1 if i == len(spec.shape) - 1 else 0) for i, d in enumerate(spec.shape)),
+                     spec.dtype)
+    for bad, what in ((wrong, "a wrong shape"), (batches[0].astype(np.float64), "a wrong dtype")):
+        try:
+            backend.infer(bad)
+            problems.append(f"infer() accepted {what}")
+        except ModelError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - the contract says ModelError
+            problems.append(f"infer() with {what} raised {type(exc).__name__}, not ModelError: {exc}")
+    return problems
+
+
+def measure_throughput(backend: Backend, batch: np.ndarray, iterations: int = 100, warmup: int = 5) -> float:
+    """Raw inference calls per second on ``batch``, back to back on the calling thread (``edge bench``'s
+    ``raw_fps``: the ceiling an end-to-end loop is compared against)."""
+    import time
+
+    if iterations < 1:
+        raise ValueError("iterations must be >= 1")
+    backend.bind_thread()
+    try:
+        for _ in range(max(0, warmup)):
+            backend.infer(batch)
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            backend.infer(batch)
+        return iterations / (time.perf_counter() - t0)
+    finally:
+        backend.release_thread()

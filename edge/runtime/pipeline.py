@@ -1,0 +1,489 @@
+"""The capture -> preprocess -> infer -> postprocess -> draw -> sink loop, one thread per stage.
+
+::
+
+    CaptureThread --get()--> preprocess --q--> infer --q--> postprocess --q--> draw --q--> sink(s)
+         ^                                                                               |
+         +----------------------------- frame buffers (FramePool) <-----------------------+
+
+* Bounded queues between stages (``queue_size``), so a slow stage applies back-pressure instead of
+  growing memory; frame buffers come from a fixed pool and go back after the sinks, and network inputs
+  from a second fixed pool: nothing frame-sized is allocated per frame once the pipeline is warm.
+* preprocess: ``edge.letterbox.letterbox`` straight into the input tensor (uint8 NHWC graphs: nothing
+  else), or letterbox + BGR->RGB + HWC->CHW + normalization into a preallocated float tensor.
+* infer: ``Backend.infer`` (ONNX Runtime or TensorRT); the only stage that touches the backend, so a
+  TensorRT backend's CUDA context lives on this thread.
+* postprocess: boxes from network-input pixels back to frame pixels (``LetterboxParams.to_source``),
+  optional extra score threshold.
+* draw: boxes, labels, scores and FPS drawn in place on the frame.
+* sink: every sink in turn (window, video file, JSON lines, MJPEG); encoding happens here or in the
+  MJPEG server's own thread, never in the inference thread.
+
+``naive_loop`` runs the same stages sequentially in one thread (the TensorRT samples' loop), the baseline
+that ``edge bench`` compares against.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Sequence
+
+import numpy as np
+
+from edge.errors import EdgeError, ModelError
+from edge.letterbox import LetterboxParams
+from edge.runtime.backend import Backend, DetectionBatch
+from edge.runtime.draw import Drawer
+from edge.runtime.preprocess import Preprocessor
+from edge.runtime.sinks import Sink
+from edge.runtime.sources import CaptureStatus, CaptureThread, FramePool, FrameSource, ReopenPolicy
+from edge.runtime.stats import RunStats
+
+log = logging.getLogger(__name__)
+
+_EMPTY_BOXES = np.zeros((0, 4), np.float32)
+_EMPTY_F = np.zeros((0,), np.float32)
+_EMPTY_I = np.zeros((0,), np.int32)
+
+__all__ = ["FramePacket", "Pipeline", "PipelineConfig", "Preprocessor", "naive_loop", "postprocess"]
+
+
+@dataclass
+class PipelineConfig:
+    """Loop settings.
+
+    queue_size: capacity of each inter-stage queue (2: enough to overlap stages, little latency).
+    conf_threshold: drop detections below this score (on top of the graph's own threshold).
+    draw / show_fps: annotate frames (boxes, labels, scores) / add the FPS line.
+    max_frames: stop after this many frames through the loop (0: until the source ends or Ctrl-C).
+    log_every_s: seconds between progress lines in the log (0: none).
+    warmup: backend warm-up runs before the clock starts.
+    capture_timeout_s: how long the loop waits for a frame before counting a capture timeout.
+    """
+
+    queue_size: int = 2
+    conf_threshold: float = 0.0
+    draw: bool = True
+    show_fps: bool = True
+    max_frames: int = 0
+    log_every_s: float = 5.0
+    warmup: int = 1
+    capture_timeout_s: float = 2.0
+    reopen: ReopenPolicy = field(default_factory=ReopenPolicy)
+
+    def validate(self) -> "PipelineConfig":
+        if self.queue_size < 1:
+            raise EdgeError(f"queue_size must be >= 1, found {self.queue_size}")
+        if not 0.0 <= self.conf_threshold <= 1.0:
+            raise EdgeError(f"conf_threshold must be in [0, 1], found {self.conf_threshold}")
+        if self.max_frames < 0:
+            raise EdgeError(f"--max-frames must be >= 0, found {self.max_frames}")
+        if self.capture_timeout_s <= 0:
+            raise EdgeError("capture_timeout_s must be > 0")
+        self.reopen.validate()
+        return self
+
+
+@dataclass
+class FramePacket:
+    """One frame on its way through the stages.
+
+    frame: uint8 [H, W, 3] BGR (a pool buffer; annotated in place by the draw stage).
+    params: how the frame maps into the network input. input: the network input tensor (a pool buffer,
+    given back right after inference). boxes [n, 4] xyxy frame pixels, scores [n], classes [n]: after
+    postprocess.
+    """
+
+    index: int
+    frame: np.ndarray
+    capture_ts: float
+    params: Optional[LetterboxParams] = None
+    input: Optional[np.ndarray] = None
+    detections: Optional[DetectionBatch] = None
+    boxes: np.ndarray = field(default_factory=lambda: _EMPTY_BOXES)
+    scores: np.ndarray = field(default_factory=lambda: _EMPTY_F)
+    classes: np.ndarray = field(default_factory=lambda: _EMPTY_I)
+
+
+def postprocess(packet: FramePacket, conf_threshold: float = 0.0) -> int:
+    """Detections of image 0 -> packet.boxes/scores/classes in frame pixels. Returns the count."""
+    det = packet.detections
+    assert det is not None and packet.params is not None
+    boxes, scores, classes = det.image(0)
+    if conf_threshold > 0 and scores.size:
+        keep = scores >= conf_threshold
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+    packet.boxes = packet.params.to_source(boxes) if boxes.size else _EMPTY_BOXES
+    packet.scores = scores
+    packet.classes = classes
+    packet.detections = None
+    return int(scores.shape[0])
+
+
+_STOP = object()
+
+
+class Pipeline:
+    """The threaded loop. ``run()`` blocks until the source ends, ``max_frames`` is reached, a sink
+    asks to quit, ``stop()`` is called (from a signal handler or another thread) or Ctrl-C; it always
+    closes the sinks (so a video file is finalized) and returns the ``RunStats``.
+
+    The source must not be opened yet or already opened; ``run`` opens it when needed (errors such as a
+    missing camera surface here, before any thread starts). The backend is not closed by ``run``.
+    """
+
+    def __init__(
+        self,
+        source: FrameSource,
+        backend: Backend,
+        sinks: Sequence[Sink] = (),
+        config: Optional[PipelineConfig] = None,
+        *,
+        stats: Optional[RunStats] = None,
+        class_names: Optional[Sequence[str]] = None,
+        source_opened: bool = False,
+    ) -> None:
+        self.source = source
+        self.backend = backend
+        self.sinks = list(sinks)
+        self.config = (config or PipelineConfig()).validate()
+        self.stats = stats or RunStats()
+        fmt = backend.input_format
+        if fmt.batch not in (1, -1):
+            raise ModelError(
+                f"{backend.describe()} has a static batch of {fmt.batch}; edge-run feeds one frame at a time: "
+                "export with batch 1 (or a dynamic batch) for live inference"
+            )
+        names = list(class_names) if class_names is not None else list(backend.info.class_names if backend.info else [])
+        self.drawer = Drawer(names)
+        self.preprocessor = Preprocessor(fmt)
+        self._source_opened = source_opened
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._errors: List[BaseException] = []
+        self._ready = threading.Event()
+        self.end_reason = ""
+        qs = self.config.queue_size
+        self.frame_pool = FramePool(2 * qs + 6)
+        self._input_free: "queue.Queue[np.ndarray]" = queue.Queue()
+        for _ in range(qs + 2):
+            self._input_free.put(self.preprocessor.new_buffer())
+        self._queues = [queue.Queue(maxsize=qs) for _ in range(4)]
+        self.capture: Optional[CaptureThread] = None
+
+    # -- control ---------------------------------------------------------------------------------
+    def stop(self, reason: str = "") -> None:
+        """Ask the loop to finish (thread- and signal-safe). Frames already inside are completed.
+        ``reason`` (e.g. "terminated (SIGTERM)") becomes ``stats.meta['end_reason']``."""
+        if reason:
+            self._end(reason)
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _end(self, reason: str) -> None:
+        """Record why the run ended; the first reason wins (a stop request outranks the END it causes)."""
+        if not self.end_reason:
+            self.end_reason = reason
+
+    def _fail(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+        self._abort.set()
+        self._stop.set()
+
+    def _put(self, q: "queue.Queue[Any]", item: Any) -> bool:
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._abort.is_set():
+                    return False
+
+    def _get(self, q: "queue.Queue[Any]") -> Any:
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if self._abort.is_set():
+                    return _STOP
+
+    def _take_input_buffer(self) -> Optional[np.ndarray]:
+        while True:
+            try:
+                return self._input_free.get(timeout=0.1)
+            except queue.Empty:
+                if self._abort.is_set():
+                    return None
+
+    def _release(self, packet: FramePacket) -> None:
+        if packet.input is not None:
+            self._input_free.put(packet.input)
+            packet.input = None
+        self.frame_pool.release(packet.frame)
+
+    # -- stages ----------------------------------------------------------------------------------
+    def _preprocess_loop(self) -> None:
+        cfg = self.config
+        tracker = self.stats.stages["preprocess"]
+        capture = self.capture
+        assert capture is not None
+        taken = 0
+        last_timeout_log = 0.0
+        try:
+            while not self._stop.is_set():
+                if cfg.max_frames and taken >= cfg.max_frames:
+                    self._end(f"--max-frames {cfg.max_frames} reached")
+                    break
+                item = capture.get(timeout=cfg.capture_timeout_s)
+                if item.status is CaptureStatus.TIMEOUT:
+                    self.stats.counters.capture_timeouts += 1
+                    now = time.perf_counter()
+                    if now - last_timeout_log > 10.0:
+                        log.warning("no frame from %s for %.1f s; still waiting", self.source.describe(),
+                                    cfg.capture_timeout_s)
+                        last_timeout_log = now
+                    continue
+                if item.status is CaptureStatus.END:
+                    self._end("end of stream")
+                    break
+                if item.status is CaptureStatus.ERROR:
+                    self._end(f"capture error: {item.error}")
+                    log.error("%s", item.error)
+                    break
+                buf = self._take_input_buffer()
+                if buf is None:
+                    self.frame_pool.release(item.frame)
+                    return
+                t0 = time.perf_counter()
+                packet = FramePacket(item.index, item.frame, item.timestamp, input=buf)  # type: ignore[arg-type]
+                packet.params = self.preprocessor(packet.frame, buf)
+                tracker.add(time.perf_counter() - t0)
+                taken += 1
+                if not self._put(self._queues[0], packet):
+                    self._release(packet)
+                    return
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            self._fail(exc)
+        finally:
+            capture.stop()
+            self._put(self._queues[0], _STOP)
+
+    def _stage_loop(self, name: str, q_in: "queue.Queue[Any]", q_out: Optional["queue.Queue[Any]"],
+                    fn: Callable[[FramePacket], None]) -> None:
+        tracker = self.stats.stages[name]
+        try:
+            if name == "infer":
+                self._infer_setup()
+            while True:
+                packet = self._get(q_in)
+                if packet is _STOP:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    fn(packet)
+                except BaseException:
+                    self._release(packet)
+                    raise
+                tracker.add(time.perf_counter() - t0)
+                if q_out is not None and not self._put(q_out, packet):
+                    self._release(packet)
+                    break
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            self._fail(exc)
+            self._ready.set()
+        finally:
+            if name == "infer":
+                self._infer_teardown()
+            if q_out is not None:
+                self._put(q_out, _STOP)
+            # drain what is left so buffers are not stranded (on abort)
+            while True:
+                try:
+                    leftover = q_in.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(leftover, FramePacket):
+                    self._release(leftover)
+
+    def _infer_setup(self) -> None:
+        """On the infer thread, before any frame: bind the backend (CUDA context) and warm it up."""
+        self.backend.bind_thread()
+        if self.config.warmup:
+            self.backend.warmup(self.config.warmup)
+        self._ready.set()
+
+    def _infer_teardown(self) -> None:
+        try:
+            self.backend.release_thread()
+        except Exception as exc:  # noqa: BLE001 - never mask the run's own outcome
+            log.warning("releasing the inference thread failed: %s", exc)
+
+    def _infer(self, packet: FramePacket) -> None:
+        packet.detections = self.backend.infer(packet.input)  # type: ignore[arg-type]
+        self._input_free.put(packet.input)  # type: ignore[arg-type]
+        packet.input = None
+        self.stats.counters.inferred += 1
+
+    def _postprocess(self, packet: FramePacket) -> None:
+        self.stats.counters.detections += postprocess(packet, self.config.conf_threshold)
+
+    def _draw(self, packet: FramePacket) -> None:
+        if self.config.draw:
+            fps = self.stats.fps_meter.fps if self.config.show_fps else None
+            self.drawer.draw(packet.frame, packet.boxes, packet.scores, packet.classes, fps=fps)
+
+    def _sink(self, packet: FramePacket) -> None:
+        for sink in self.sinks:
+            sink.write(packet)
+            if sink.wants_stop:
+                self.stop(f"stopped from the {sink.name} sink")
+        self.stats.frame_out(packet.capture_ts)
+        self._release(packet)
+
+    # -- run -------------------------------------------------------------------------------------
+    def run(self) -> RunStats:
+        cfg = self.config
+        if not self._source_opened:
+            self.source.open()
+        self.capture = CaptureThread(
+            self.source, self.frame_pool, self.stats, queue_size=cfg.queue_size, reopen=cfg.reopen,
+            max_frames=cfg.max_frames if not self.source.live else 0,
+        )
+        q = self._queues
+        threads = [
+            threading.Thread(target=self._preprocess_loop, name="edge-preprocess", daemon=True),
+            threading.Thread(target=self._stage_loop, args=("infer", q[0], q[1], self._infer),
+                             name="edge-infer", daemon=True),
+            threading.Thread(target=self._stage_loop, args=("postprocess", q[1], q[2], self._postprocess),
+                             name="edge-postprocess", daemon=True),
+            threading.Thread(target=self._stage_loop, args=("draw", q[2], q[3], self._draw),
+                             name="edge-draw", daemon=True),
+            threading.Thread(target=self._stage_loop, args=("sink", q[3], None, self._sink),
+                             name="edge-sink", daemon=True),
+        ]
+        self.stats.meta.setdefault("source", self.source.describe())
+        self.stats.meta.setdefault("backend", self.backend.describe())
+        # the infer thread binds the backend and warms it up before the clock and the capture start
+        threads[1].start()
+        while not self._ready.wait(0.1):
+            if not threads[1].is_alive():
+                break
+        if self._errors:  # binding or warming up the backend failed: nothing ran, release everything
+            threads[1].join()
+            self.source.close()
+            self._close_sinks()
+            raise self._errors[0]
+        self.stats.start()
+        self.capture.start()
+        for t in threads:
+            if t is not threads[1]:
+                t.start()
+        next_log = time.perf_counter() + cfg.log_every_s if cfg.log_every_s > 0 else float("inf")
+        try:
+            sink_thread = threads[-1]
+            while sink_thread.is_alive():
+                sink_thread.join(timeout=0.2)
+                now = time.perf_counter()
+                if now >= next_log:
+                    log.info("%s", self.stats.format_line())
+                    next_log = now + cfg.log_every_s
+        except KeyboardInterrupt:
+            self._end("interrupted (Ctrl-C)")
+            log.warning("interrupted: finishing the frames in flight and closing outputs")
+            self.stop()
+            self._join(threads)
+        finally:
+            self.stop()
+            self._join(threads)
+            self.stats.stop()
+            self._close_sinks()
+        if self.capture.reopens:
+            self.stats.meta["reopens"] = self.capture.reopens
+        self.stats.meta["end_reason"] = self.end_reason or "stopped"
+        if self._errors:
+            exc = self._errors[0]
+            if isinstance(exc, KeyboardInterrupt):
+                return self.stats
+            raise exc
+        return self.stats
+
+    def _join(self, threads: Sequence[threading.Thread], timeout: float = 10.0) -> None:
+        deadline = time.perf_counter() + timeout
+        if self.capture is not None:
+            self.capture.stop()
+        for t in threads:
+            t.join(max(0.0, deadline - time.perf_counter()))
+        if self.capture is not None:
+            self.capture.join(max(0.1, deadline - time.perf_counter()))
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            log.warning("threads still running at exit: %s", ", ".join(stuck))
+
+    def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001 - close every sink even if one fails
+                log.error("closing %s sink failed: %s", sink.name, exc)
+
+
+def naive_loop(
+    source: FrameSource,
+    backend: Backend,
+    sinks: Sequence[Sink] = (),
+    *,
+    max_frames: int = 0,
+    draw: bool = True,
+    stats: Optional[RunStats] = None,
+) -> RunStats:
+    """Capture, preprocess, infer, postprocess, draw and sink one frame at a time in this thread.
+
+    The baseline for ``edge bench``; same stages and statistics as ``Pipeline``, no overlap. The source
+    must be open; sinks are not closed.
+    """
+    stats = stats or RunStats()
+    pre = Preprocessor(backend.input_format)
+    drawer = Drawer(backend.info.class_names if backend.info else [])
+    inp = pre.new_buffer()
+    frame_buf: Optional[np.ndarray] = None
+    backend.bind_thread()
+    stats.start()
+    n = 0
+    while not max_frames or n < max_frames:
+        t0 = time.perf_counter()
+        status, frame = source.read(frame_buf)
+        t1 = time.perf_counter()
+        if status is not CaptureStatus.FRAME or frame is None:
+            break
+        frame_buf = frame
+        stats.counters.captured += 1
+        stats.stages["capture"].add(t1 - t0)
+        packet = FramePacket(n, frame, t1, input=inp)
+        packet.params = pre(frame, inp)
+        t2 = time.perf_counter()
+        packet.detections = backend.infer(inp)
+        t3 = time.perf_counter()
+        stats.counters.inferred += 1
+        stats.counters.detections += postprocess(packet)
+        t4 = time.perf_counter()
+        if draw:
+            drawer.draw(frame, packet.boxes, packet.scores, packet.classes, fps=stats.fps_meter.fps)
+        t5 = time.perf_counter()
+        for sink in sinks:
+            sink.write(packet)
+        t6 = time.perf_counter()
+        for name, a, b in (("preprocess", t1, t2), ("infer", t2, t3), ("postprocess", t3, t4),
+                           ("draw", t4, t5), ("sink", t5, t6)):
+            stats.stages[name].add(b - a)
+        stats.frame_out(t1, t6)
+        n += 1
+    stats.stop()
+    backend.release_thread()
+    return stats

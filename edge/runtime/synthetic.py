@@ -1,0 +1,174 @@
+"""A tiny, exactly predictable "detector" as ONNX, for runtime tests and on-device self-checks.
+
+``red_box_model`` finds the bounding box of red pixels (R > 200 and G < 100 in 0..255 units) in the
+network input and reports it as one detection: class 1 ("wide") when wider than tall, else class 0
+("tall"), score 0.9. No training, no data: where a red rectangle is drawn in a frame is where the
+detection must come back, through letterbox, inference and the inverse mapping, which makes the whole
+capture-infer-draw path testable to the pixel. Channel order and normalization are tested too: a blue
+rectangle is not detected.
+
+Flavours (``outputs``):
+    "nms"     the four NMS outputs directly (num_detections [1,1] int32, detection_boxes [1,K,4] xyxy
+              input pixels, detection_scores [1,K], detection_classes [1,K] int32)
+    "prenms"  boxes [1,3,4] xyxy input pixels + scores [1,3,2]: candidate 0 is the red box (0.9 for its
+              class, 0.05 for the other), candidate 1 the same box shrunk by one pixel (0.8: NMS must
+              suppress it), candidate 2 a fixed 8x8 box at the origin (0.1: below any sane threshold).
+              Append NMS with graph surgery (ONNX NonMaxSuppression or EfficientNMS_TRT).
+
+Needs the ``onnx`` package (imported on call). A JSON sidecar with class names, input size, layout and
+normalization is written beside the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, List, Tuple, Union
+
+import numpy as np
+
+from edge.errors import MissingDependencyError
+from edge.runtime.backend import LAYOUT_UINT8_NHWC_BGR, LAYOUTS
+
+CLASS_NAMES = ["tall", "wide"]
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise MissingDependencyError("onnx", "building the synthetic test model", "pip install onnx") from exc
+    return onnx
+
+
+def red_box_model(
+    path: Union[str, Path],
+    *,
+    size: Tuple[int, int] = (96, 128),
+    layout: str = LAYOUT_UINT8_NHWC_BGR,
+    max_detections: int = 8,
+    outputs: str = "nms",
+    opset: int = 13,
+) -> Path:
+    """Write the model to ``path`` (and ``path``.json); ``size`` is the input (height, width)."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}")
+    if outputs not in ("nms", "prenms"):
+        raise ValueError("outputs must be 'nms' or 'prenms'")
+    h, w = int(size[0]), int(size[1])
+    k = int(max_detections)
+    nodes: List[Any] = []
+    inits: List[Any] = []
+
+    def const(name: str, value: Any, dtype: Any = np.float32) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def node(op: str, inputs: List[str], out: str, **attrs: Any) -> str:
+        nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    if layout == LAYOUT_UINT8_NHWC_BGR:
+        inp = helper.make_tensor_value_info("images", TensorProto.UINT8, [1, h, w, 3])
+        x = node("Cast", ["images"], "x", to=TensorProto.FLOAT)
+        red = node("Slice", [x, const("c2", [2], np.int64), const("c3", [3], np.int64),
+                             const("ax3", [3], np.int64)], "red4")
+        green = node("Slice", [x, const("c1", [1], np.int64), const("c2b", [2], np.int64),
+                               const("ax3b", [3], np.int64)], "green4")
+        red = node("Squeeze", [red, const("sq3", [3], np.int64)], "red")
+        green = node("Squeeze", [green, const("sq3b", [3], np.int64)], "green")
+        hi, lo = const("hi", 200.0), const("lo", 100.0)
+    else:
+        inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, h, w])
+        red = node("Slice", ["images", const("c0", [0], np.int64), const("c1", [1], np.int64),
+                             const("ax1", [1], np.int64)], "red4")
+        green = node("Slice", ["images", const("c1b", [1], np.int64), const("c2", [2], np.int64),
+                               const("ax1b", [1], np.int64)], "green4")
+        red = node("Squeeze", [red, const("sq1", [1], np.int64)], "red")
+        green = node("Squeeze", [green, const("sq1b", [1], np.int64)], "green")
+        hi, lo = const("hi", 200.0 / 255.0), const("lo", 100.0 / 255.0)  # sidecar: pixel / 255
+
+    is_red = node("Greater", [red, hi], "is_red")
+    not_green = node("Less", [green, lo], "not_green")
+    mask = node("Cast", [node("And", [is_red, not_green], "mask_b")], "mask", to=TensorProto.FLOAT)  # [1,H,W]
+    col = node("ReduceMax", [mask], "col", axes=[1], keepdims=0)  # [1,W]
+    row = node("ReduceMax", [mask], "row", axes=[2], keepdims=0)  # [1,H]
+
+    def extent(v: str, n: int, tag: str) -> Tuple[str, str]:
+        up = const(f"{tag}_up", np.arange(1, n + 1, dtype=np.float32))  # index + 1
+        down = const(f"{tag}_down", np.arange(n, 0, -1, dtype=np.float32))  # n - index
+        hi_ = node("ReduceMax", [node("Mul", [v, up], f"{tag}_m1")], f"{tag}_2", axes=[1], keepdims=1)
+        lo_t = node("ReduceMax", [node("Mul", [v, down], f"{tag}_m0")], f"{tag}_t", axes=[1], keepdims=1)
+        lo_ = node("Sub", [const(f"{tag}_n", [[float(n)]]), lo_t], f"{tag}_1")
+        return lo_, hi_  # [1,1] each: first index, last index + 1 (continuous pixel edges)
+
+    x1, x2 = extent(col, w, "x")
+    y1, y2 = extent(row, h, "y")
+    found = node("ReduceMax", [col], "found", axes=[1], keepdims=1)  # [1,1] 1.0 / 0.0
+    box = node("Concat", [x1, y1, x2, y2], "box", axis=1)  # [1,4]
+    box3 = node("Unsqueeze", [box, const("ax_1", [1], np.int64)], "box3")  # [1,1,4]
+    wide = node("Cast", [node("Greater", [node("Sub", [x2, x1], "bw"), node("Sub", [y2, y1], "bh")], "is_wide")],
+                "wide_f", to=TensorProto.FLOAT)  # [1,1]
+    score = node("Mul", [found, const("s09", [[0.9]])], "score")  # [1,1]
+
+    graph_outputs: List[Any]
+    if outputs == "nms":
+        pad_b = const("pad_boxes", np.zeros((1, k - 1, 4), np.float32))
+        pad_s = const("pad_scores", np.zeros((1, k - 1), np.float32))
+        pad_c = const("pad_classes", np.zeros((1, k - 1), np.int32), np.int32)
+        node("Concat", [box3, pad_b], "detection_boxes", axis=1)
+        node("Concat", [score, pad_s], "detection_scores", axis=1)
+        cls = node("Cast", [wide], "cls_i", to=TensorProto.INT32)
+        node("Concat", [cls, pad_c], "detection_classes", axis=1)
+        node("Cast", [found], "num_detections", to=TensorProto.INT32)
+        graph_outputs = [
+            helper.make_tensor_value_info("num_detections", TensorProto.INT32, [1, 1]),
+            helper.make_tensor_value_info("detection_boxes", TensorProto.FLOAT, [1, k, 4]),
+            helper.make_tensor_value_info("detection_scores", TensorProto.FLOAT, [1, k]),
+            helper.make_tensor_value_info("detection_classes", TensorProto.INT32, [1, k]),
+        ]
+    else:
+        one = const("one", [[1.0]])
+        shrink = const("shrink", [[1.0, 1.0, -1.0, -1.0]])
+        box_b = node("Unsqueeze", [node("Add", [box, shrink], "box_s"), const("ax_1b", [1], np.int64)], "box_b3")
+        box_c = const("box_c", np.array([[[0, 0, 8, 8]]], np.float32))
+        node("Concat", [box3, box_b, box_c], "boxes", axis=1)  # [1,3,4]
+        tall = node("Sub", [one, wide], "tall_f")
+        # class scores of candidate 0: 0.9 for its class, 0.05 for the other (times found)
+        s_wide = node("Add", [node("Mul", [wide, const("s085", [[0.85]])], "sw0"), const("s005", [[0.05]])], "sw")
+        s_tall = node("Add", [node("Mul", [tall, const("s085b", [[0.85]])], "st0"), const("s005b", [[0.05]])], "st")
+        c0 = node("Mul", [node("Concat", [s_tall, s_wide], "c0raw", axis=1), found], "cand0")  # [1,2]
+        c1 = node("Mul", [c0, const("r089", [[0.8 / 0.9]])], "cand1")
+        c2 = const("cand2", [[0.1, 0.0]])
+        cat = node("Concat", [c0, c1, c2], "cand", axis=1)  # [1,6]
+        node("Reshape", [cat, const("shape132", [1, 3, 2], np.int64)], "scores")
+        graph_outputs = [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 3, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3, 2]),
+        ]
+    graph = helper.make_graph(nodes, "red_box", [inp], graph_outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edge.synthetic")
+    model.ir_version = min(model.ir_version, 8)
+    onnx.checker.check_model(model)
+    path = Path(path)
+    onnx.save(model, str(path))
+    sidecar = {
+        "class_names": CLASS_NAMES,
+        "input_size": [h, w],
+        "input_layout": layout,
+        "normalization": {"scale": 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+        "pad_value": 114,
+        "synthetic": "red_box",
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def draw_red_box(frame: np.ndarray, box: Tuple[int, int, int, int]) -> np.ndarray:
+    """Fill ``box`` (x1, y1, x2, y2 pixel edges, x2/y2 exclusive) with pure red (BGR 0,0,255) in place."""
+    x1, y1, x2, y2 = box
+    frame[y1:y2, x1:x2] = (0, 0, 255)
+    return frame

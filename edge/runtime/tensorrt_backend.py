@@ -1,0 +1,328 @@
+"""TensorRT backend: a serialized engine run through PyCUDA buffers on one stream (Jetson, desktop GPUs).
+
+* The engine is deserialized by ``edge.trt.api.deserialize_engine`` (plugins such as EfficientNMS_TRT
+  loaded first) after its sidecar key is checked: an engine built for another TensorRT, GPU or L4T
+  release, or from other ONNX bytes, is refused with the reason and the rebuild command.
+* I/O: the name-based tensor API on TensorRT >= 8.5 (``set_input_shape``, ``set_tensor_address``,
+  ``execute_async_v3``), the bindings API (``set_binding_shape``, ``execute_async_v2``) on 8.2/8.4,
+  decided by ``edge.trt.version.TrtCapabilities`` (never by try/except around API calls).
+* Memory: page-locked host and device buffers for every I/O tensor and one stream, all owned by
+  ``edge.cuda.CudaBuffers`` and freed by ``close()``; the CUDA context is the device's primary context,
+  bound to the inference thread (``bind_thread``) for the whole run.
+* Optional CUDA-graph capture of the enqueue for static shapes (``cuda_graph=True``).
+
+TensorRT and PyCUDA are imported only when a ``TensorRTBackend`` is created. ``trt_module`` and
+``cuda_driver`` exist for the API-contract tests (strict stand-ins of the documented APIs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from edge.errors import EdgeError, ModelError
+from edge.runtime.backend import (
+    OUTPUT_NAMES,
+    Backend,
+    ModelInfo,
+    TensorSpec,
+    class_names_from_sidecar,
+    find_output_names,
+    input_format_from_graph,
+)
+
+log = logging.getLogger(__name__)
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def check_engine_sidecar(
+    engine_path: Path,
+    sidecar: Optional[Dict[str, Any]],
+    *,
+    tensorrt_version: str,
+    device_name: str,
+    device_sm: str,
+    l4t_release: Optional[str],
+) -> List[str]:
+    """Reasons why the engine at ``engine_path`` must not run here (empty list: fine).
+
+    Compares the key recorded by ``edge build`` (sidecar ``engine.key``) with what this machine has:
+    TensorRT version, GPU name and SM, L4T release; the ONNX sha256 when the source ONNX is still at
+    the recorded path; and the engine file's own sha256. No sidecar: nothing can be checked (a user's
+    own engine from trtexec), which is logged and allowed.
+    """
+    from edge.artifacts import sha256_file
+    from edge.trt.engine_key import EngineKey, stale_reasons
+
+    if not sidecar or "engine" not in sidecar:
+        log.warning(
+            "%s has no edge sidecar with an engine key: cannot check it was built for this TensorRT and GPU",
+            engine_path.name,
+        )
+        return []
+    engine = sidecar["engine"]
+    try:
+        recorded = EngineKey.from_dict(engine["key"])
+    except (KeyError, TypeError, ValueError) as exc:
+        return [f"the sidecar's engine key is unreadable ({exc})"]
+    current = dataclasses.replace(
+        recorded,
+        tensorrt_version=tensorrt_version,
+        device_name=device_name,
+        device_sm=device_sm,
+        l4t_release=l4t_release,
+    )
+    source = engine.get("source_onnx")
+    if source and Path(source).is_file():
+        current = dataclasses.replace(current, onnx_sha256=sha256_file(source))
+    reasons = stale_reasons(recorded, current)
+    recorded_sha = engine.get("sha256")
+    if recorded_sha and recorded_sha != sha256_file(engine_path):
+        reasons.append("engine bytes do not match the sidecar's sha256 (file replaced or truncated)")
+    return reasons
+
+
+class TensorRTBackend(Backend):
+    """A TensorRT engine with NMS inside (the four outputs). See ``edge.runtime.backend``.
+
+    Args:
+        engine_path: the serialized engine (``edge build`` output or a user's trtexec engine).
+        device: CUDA device index.
+        check_key: refuse an engine whose sidecar key does not match this machine (default on).
+        cuda_graph: capture the enqueue in a CUDA graph after the first run (static shapes only).
+        sidecar: the engine's sidecar (read from ``NAME.json`` when None).
+        trt_module / cuda_driver: the ``tensorrt`` module / ``pycuda.driver`` (stand-ins in tests).
+    """
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        engine_path: Union[str, Path],
+        *,
+        device: int = 0,
+        check_key: bool = True,
+        cuda_graph: bool = False,
+        sidecar: Optional[Dict[str, Any]] = None,
+        trt_module: Any = None,
+        cuda_driver: Any = None,
+    ) -> None:
+        super().__init__()
+        from edge import cuda
+        from edge.trt import api
+        from edge.trt.engine_key import read_l4t_release
+        from edge.trt.version import require_supported
+
+        path = Path(engine_path)
+        if not path.is_file():
+            raise ModelError(f"engine {path} not found; build one with `edge build MODEL.onnx --out engines/`")
+        trt = trt_module if trt_module is not None else api.load_tensorrt()
+        self.trt = trt
+        self.caps = api.trt_capabilities(trt)
+        require_supported(self.caps, for_build=False)
+        if sidecar is None:
+            from edge.artifacts import read_sidecar
+
+            sidecar = read_sidecar(path, required=False) or {}
+        self.ctx = cuda.CudaContext(device, driver=cuda_driver)
+        self._buffers: Optional[cuda.CudaBuffers] = None
+        self._context: Any = None
+        self._engine: Any = None
+        self._runtime: Any = None
+        self.cuda_graph = bool(cuda_graph)
+        try:
+            if check_key:
+                reasons = check_engine_sidecar(
+                    path, sidecar, tensorrt_version=str(trt.__version__), device_name=self.ctx.name,
+                    device_sm=self.ctx.sm, l4t_release=read_l4t_release(),
+                )
+                if reasons:
+                    source = (sidecar.get("engine") or {}).get("source_onnx", "MODEL.onnx")
+                    raise ModelError(
+                        f"engine {path.name} is stale for this machine: {'; '.join(reasons)}. Rebuild it: "
+                        f"`edge build {source} --out {path.parent}/` (or pass --no-engine-check to run it anyway)"
+                    )
+            with self.ctx.current():
+                self._runtime, self._engine = api.deserialize_engine(trt, path.read_bytes())
+                self._io = self._inspect_io()
+        except BaseException:
+            self._closed = True
+            self.ctx.close()
+            raise
+        inputs = [t for t in self._io if t[1]]
+        outputs = [t for t in self._io if not t[1]]
+        if len(inputs) != 1:
+            self.close()
+            raise ModelError(f"engine {path.name} has {len(inputs)} inputs; edge-run expects one image input")
+        in_name, _, in_shape, in_dtype = inputs[0]
+        self._input_spec = TensorSpec(in_name, in_shape, np.dtype(in_dtype))
+        mapping = find_output_names([o[0] for o in outputs], [o[2] for o in outputs])
+        self._out_names = [mapping[c] for c in OUTPUT_NAMES]
+        by_name = {o[0]: o for o in outputs}
+        self._output_specs = [
+            TensorSpec(c, by_name[mapping[c]][2], np.dtype(by_name[mapping[c]][3])) for c in OUTPUT_NAMES
+        ]
+        fmt = input_format_from_graph(self._input_spec, sidecar)
+        self.info = ModelInfo(
+            path=path, input_name=in_name, input_format=fmt, class_names=class_names_from_sidecar(sidecar),
+            max_detections=int(self._output_specs[1].shape[1]), sidecar=dict(sidecar),
+        )
+        self._host_out: Dict[str, Any] = {}
+        self._lock = threading.Lock()
+        log.info("%s", self.describe())
+
+    # -- engine inspection -----------------------------------------------------------------------
+    def _inspect_io(self) -> List[Tuple[str, bool, Tuple[int, ...], Any]]:
+        """[(name, is_input, shape, numpy dtype)] for every I/O tensor, in engine order."""
+        trt, engine = self.trt, self._engine
+        io = []
+        if self.caps.tensor_api:
+            for i in range(engine.num_io_tensors):
+                name = engine.get_tensor_name(i)
+                is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+                shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+                io.append((name, is_input, shape, trt.nptype(engine.get_tensor_dtype(name))))
+        else:
+            for i in range(engine.num_bindings):
+                name = engine.get_binding_name(i)
+                shape = tuple(int(d) for d in engine.get_binding_shape(i))
+                io.append((name, bool(engine.binding_is_input(i)), shape, trt.nptype(engine.get_binding_dtype(i))))
+        return io
+
+    def _input_run_shape(self) -> Tuple[int, ...]:
+        """The concrete input shape: static dims as built, dynamic ones from profile 0 (batch 1)."""
+        name, _, shape, _ = next(t for t in self._io if t[1])
+        if all(d >= 0 for d in shape):
+            return shape
+        engine = self._engine
+        if self.caps.tensor_api:
+            _, opt, _ = engine.get_tensor_profile_shape(name, 0)
+        else:
+            index = [t[0] for t in self._io].index(name)
+            _, opt, _ = engine.get_profile_shape(0, index)
+        run = [int(d) for d in opt]
+        if shape[0] < 0:
+            run[0] = 1
+        return tuple(run)
+
+    # -- inference-thread state ------------------------------------------------------------------
+    def bind_thread(self) -> None:
+        """Make the calling thread the inference thread: CUDA context current here, execution context,
+        buffers and stream created here. Called by the pipeline's infer stage; implicit on first infer."""
+        if self._closed:
+            raise EdgeError("tensorrt backend is closed")
+        self.ctx.bind()
+        if self._context is None:
+            self._prepare()
+
+    def release_thread(self) -> None:
+        """Pop the CUDA context from the inference thread (call on that thread when it finishes)."""
+        if self.ctx.bound_here:
+            self.ctx.unbind()
+
+    def _prepare(self) -> None:
+        from edge import cuda
+
+        engine = self._engine
+        context = engine.create_execution_context()
+        if context is None:
+            raise ModelError("TensorRT could not create an execution context (out of GPU memory?)")
+        run_shape = self._input_run_shape()
+        in_name = self._input_spec.name  # type: ignore[union-attr]
+        names = [t[0] for t in self._io]
+        buffers = cuda.CudaBuffers(self.ctx)
+        try:
+            if self.caps.tensor_api:
+                if any(d < 0 for d in self._input_spec.shape):  # type: ignore[union-attr]
+                    if not context.set_input_shape(in_name, run_shape):
+                        raise ModelError(f"engine rejects input shape {list(run_shape)} for {in_name}")
+                shapes = {n: tuple(int(d) for d in context.get_tensor_shape(n)) for n in names}
+            else:
+                index = names.index(in_name)
+                if any(d < 0 for d in self._input_spec.shape):  # type: ignore[union-attr]
+                    if not context.set_binding_shape(index, run_shape):
+                        raise ModelError(f"engine rejects input shape {list(run_shape)} for {in_name}")
+                shapes = {n: tuple(int(d) for d in context.get_binding_shape(i)) for i, n in enumerate(names)}
+            bad = {n: s for n, s in shapes.items() if any(d < 0 for d in s)}
+            if bad:
+                raise ModelError(
+                    f"engine outputs {bad} have data-dependent shapes; edge-run needs fixed-size NMS outputs "
+                    "(edge surgery pads ONNX NMS results to max_detections)"
+                )
+            by_name = {}
+            for name, _, _, dtype in self._io:
+                by_name[name] = buffers.alloc(name, shapes[name], dtype)
+            if self.caps.tensor_api:
+                for name in names:
+                    context.set_tensor_address(name, by_name[name].ptr)
+                self._bindings = None
+            else:
+                self._bindings = [by_name[n].ptr for n in names]
+        except BaseException:
+            buffers.close()
+            raise
+        self._context = context
+        self._buffers = buffers
+        self._in_buf = by_name[in_name]
+        self._out_bufs = [by_name[n] for n in self._out_names]
+        self._run_shape = run_shape
+        self._graph_pending = self.cuda_graph
+
+    def _enqueue(self, stream_handle: int) -> None:
+        if self.caps.tensor_api:
+            ok = self._context.execute_async_v3(stream_handle)
+        else:
+            ok = self._context.execute_async_v2(bindings=self._bindings, stream_handle=stream_handle)
+        if not ok:
+            raise ModelError("TensorRT execution failed (see the TensorRT log above)")
+
+    def _run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        if self._context is None:
+            self._prepare()
+        buffers = self._buffers
+        assert buffers is not None
+        if batch.shape != self._in_buf.host.shape:
+            raise ModelError(f"input shape {list(batch.shape)} != the engine's run shape {list(self._run_shape)}")
+        np.copyto(self._in_buf.host, batch)
+        buffers.htod(self._in_buf)
+        if buffers.has_graph:
+            buffers.launch_graph()
+        else:
+            self._enqueue(buffers.stream_handle)
+        for buf in self._out_bufs:
+            buffers.dtoh(buf)
+        buffers.synchronize()
+        if self._graph_pending:  # after one normal run, as TensorRT allocates lazily on the first
+            self._graph_pending = False
+            buffers.capture(self._enqueue)
+        return {c: buf.host.copy() for c, buf in zip(OUTPUT_NAMES, self._out_bufs)}
+
+    def _infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        with self._lock:
+            if self.ctx.bound_here:
+                return self._run(batch)
+            with self.ctx.current():
+                return self._run(batch)
+
+    def describe(self) -> str:
+        name = self.info.path.name if self.info else "?"
+        return f"tensorrt {self.caps.version_string} on {self.ctx.name} (SM {self.ctx.sm}): {name}"
+
+    def _close(self) -> None:
+        ctx = self.ctx
+        try:
+            with ctx.current():
+                if self._buffers is not None:
+                    self._buffers.close()
+                    self._buffers = None
+                self._context = None
+                self._engine = None
+                self._runtime = None
+        finally:
+            ctx.close()

@@ -1,0 +1,310 @@
+"""API-contract tests of the TensorRT backend and edge.cuda, against strict stand-ins. NOT a TensorRT run.
+
+TensorRT and PyCUDA cannot be installed on this machine. These tests run ``TensorRTBackend`` against
+stand-ins of the documented TensorRT 8.2/8.5/10/11 runtime API and of ``pycuda.driver``
+(``tests/test_runtime_standins.py``): they check which API each version gets (bindings +
+``execute_async_v2`` on 8.2, tensor addresses + ``execute_async_v3`` on 8.5+), the CUDA context
+discipline (context current on the inference thread, popped and released at the end), that every buffer
+is freed, the sidecar key check, CUDA-graph replay, and that data really flows host -> device -> engine ->
+host (the stand-in engine computes the red-box detector). Whether real TensorRT behaves as documented is
+what ``test_real_tensorrt_*`` (skipped here) and ``edge doctor --selftest`` on a device check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from edge.errors import EdgeError, MissingDependencyError, ModelError
+from edge.runtime.backend import conformance_report
+from edge.runtime.synthetic import draw_red_box
+from tests.test_runtime_standins import engine_bytes, make_pycuda, make_tensorrt, red_box_outputs
+
+VERSIONS = ["8.2.1", "8.5.2", "10.3.0", "11.0.0"]
+SIDECAR = {
+    "class_names": ["tall", "wide"],
+    "input_layout": "uint8_nhwc_bgr",
+    "input_size": [96, 128],
+}
+
+
+def _engine(tmp_path, *, dynamic_batch=False, sidecar=None, name="red.engine"):
+    path = tmp_path / name
+    path.write_bytes(engine_bytes(dynamic_batch=dynamic_batch))
+    if sidecar is not None:
+        path.with_suffix(".json").write_text(json.dumps(sidecar))
+    return path
+
+
+def _backend(path, version, **kw):
+    from edge.runtime.tensorrt_backend import TensorRTBackend
+
+    drv, st = make_pycuda(graphs=kw.pop("graphs", True))
+    trt = make_tensorrt(version, st)
+    backend = TensorRTBackend(path, trt_module=trt, cuda_driver=drv, **kw)
+    return backend, trt, st
+
+
+def _frames():
+    a = np.zeros((1, 96, 128, 3), np.uint8)
+    draw_red_box(a[0], (10, 20, 50, 40))
+    b = np.full((1, 96, 128, 3), 30, np.uint8)
+    draw_red_box(b[0], (60, 5, 70, 80))
+    return a, b
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_api_contract_conformance_and_data_flow(tmp_path, version):
+    """API-contract test (stand-in, not TensorRT): conformance suite, outputs equal the reference."""
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    backend, trt, st = _backend(path, version)
+    a, b = _frames()
+    assert backend.info.class_names == ["tall", "wide"]
+    assert backend.input_format.layout == "uint8_nhwc_bgr"
+    assert conformance_report(backend, [a, b], num_classes=2) == []
+    det = backend.infer(b)
+    ref = red_box_outputs(b, 8)
+    np.testing.assert_array_equal(det.boxes, ref["detection_boxes"])
+    np.testing.assert_array_equal(det.classes, ref["detection_classes"])
+    assert det.image(0)[0].tolist() == [[60.0, 5.0, 70.0, 80.0]]
+    executes = [c[0] for c in trt.calls if c[0].startswith("execute")]
+    if version.startswith("8.2"):
+        assert set(executes) == {"execute_async_v2"}
+        assert not [c for c in trt.calls if c[0] == "set_tensor_address"]
+    else:
+        assert set(executes) == {"execute_async_v3"}
+        bound = {c[1] for c in trt.calls if c[0] == "set_tensor_address"}
+        assert bound == {"images", "num_detections", "detection_boxes", "detection_scores", "detection_classes"}
+    backend.close()
+    assert st.memory == {}, "device memory left allocated"
+    assert st.host_freed == len(st.host_allocs) == 5
+    assert st.retained == st.detached == 1
+    assert st.ctx_stack() == []
+
+
+@pytest.mark.parametrize("version", ["8.2.1", "10.3.0"])
+def test_api_contract_dynamic_batch_uses_profile_with_batch_one(tmp_path, version):
+    """API-contract test (stand-in): a dynamic-batch engine gets input shape [1,H,W,3] set before running."""
+    path = _engine(tmp_path, dynamic_batch=True, sidecar=SIDECAR)
+    backend, _, _ = _backend(path, version)
+    assert backend.input_spec.shape == (-1, 96, 128, 3)
+    a, _ = _frames()
+    assert backend.infer(a).image(0)[0].tolist() == [[10.0, 20.0, 50.0, 40.0]]
+    backend.close()
+
+
+def test_api_contract_context_is_bound_to_the_inference_thread(tmp_path):
+    """API-contract test (stand-in): bind/release on a worker thread; main-thread calls push and pop."""
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    backend, _, st = _backend(path, "10.3.0")
+    a, _ = _frames()
+    seen = {}
+
+    def worker():
+        backend.bind_thread()
+        seen["stack_after_bind"] = len(st.ctx_stack())
+        seen["num"] = int(backend.infer(a).num[0])
+        backend.release_thread()
+        seen["stack_after_release"] = len(st.ctx_stack())
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"stack_after_bind": 1, "num": 1, "stack_after_release": 0}
+    assert st.ctx_stack() == []  # main thread: nothing left current
+    assert int(backend.infer(a).num[0]) == 1  # from main: pushed and popped around the call
+    assert st.ctx_stack() == []
+    backend.close()
+    assert st.memory == {} and st.detached == 1
+    with pytest.raises(EdgeError):
+        backend.infer(a)
+
+
+def test_api_contract_pipeline_runs_inference_on_its_infer_thread(tmp_path):
+    """API-contract test (stand-in): the full threaded loop on the TensorRT backend."""
+    from edge.runtime.pipeline import Pipeline, PipelineConfig
+    from edge.runtime.sources import TestPatternSource, parse_source
+
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    backend, trt, st = _backend(path, "8.5.2")
+    source = TestPatternSource(parse_source("test://?size=160x120&frames=12"))
+    before = len(st.pushes)  # construction pushed once on this thread to deserialize
+    stats = Pipeline(source, backend, [], PipelineConfig(log_every_s=0)).run()
+    assert stats.counters.written == 12 and stats.counters.inferred == 12
+    during = st.pushes[before:]
+    assert len(during) == 1 and during[0] != threading.get_ident(), "one push, on the infer thread, for the run"
+    assert st.ctx_stack() == []
+    backend.close()
+    assert st.memory == {} and st.retained == st.detached == 1
+
+
+def test_api_contract_cuda_graph_replays_with_new_inputs(tmp_path):
+    """API-contract test (stand-in): with cuda_graph the enqueue is captured once, then launched."""
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    backend, trt, st = _backend(path, "10.3.0", cuda_graph=True)
+    a, b = _frames()
+    first = backend.infer(a)
+    n_exec = len([c for c in trt.calls if c[0] == "execute_async_v3"])
+    second = backend.infer(b)
+    third = backend.infer(a)
+    assert len([c for c in trt.calls if c[0] == "execute_async_v3"]) == n_exec  # no new enqueue
+    assert st.calls.count("graph_launch") == 2
+    assert second.image(0)[0].tolist() == [[60.0, 5.0, 70.0, 80.0]]
+    np.testing.assert_array_equal(first.boxes, third.boxes)
+    backend.close()
+    assert st.memory == {}
+
+
+def test_api_contract_cuda_graph_falls_back_without_stream_capture(tmp_path, caplog):
+    """API-contract test (stand-in): a PyCUDA without Stream.begin_capture keeps launching normally."""
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    backend, trt, st = _backend(path, "10.3.0", cuda_graph=True, graphs=False)
+    a, b = _frames()
+    with caplog.at_level(logging.INFO, logger="edge.cuda"):
+        backend.infer(a)
+        det = backend.infer(b)
+    assert "no stream capture" in caplog.text
+    assert st.calls.count("graph_launch") == 0
+    assert det.image(0)[0].tolist() == [[60.0, 5.0, 70.0, 80.0]]
+    backend.close()
+
+
+def _key(**over):
+    key = {
+        "onnx_sha256": "0" * 64, "tensorrt_version": "10.3.0", "device_name": "Orin (stand-in)",
+        "device_sm": "8.7", "l4t_release": None, "dla_core": None, "gpu_fallback": False,
+        "precision": "fp16", "profiles": [], "plugin_library": None, "calibration_sha256": None,
+    }
+    key.update(over)
+    return key
+
+
+def test_api_contract_stale_engine_is_refused_with_the_reason(tmp_path, monkeypatch):
+    """API-contract test (stand-in): the sidecar key must match the TensorRT version and GPU here."""
+    from edge.artifacts import sha256_file
+
+    monkeypatch.setattr("edge.trt.engine_key.read_l4t_release", lambda path="/etc/nv_tegra_release": None)
+    path = _engine(tmp_path)
+    good = dict(SIDECAR, engine={"key": _key(), "sha256": sha256_file(path)})
+    path.with_suffix(".json").write_text(json.dumps(good))
+    backend, _, st = _backend(path, "10.3.0")
+    backend.close()
+
+    stale = dict(SIDECAR, engine={"key": _key(tensorrt_version="8.5.2", device_sm="7.2"), "sha256": sha256_file(path)})
+    path.with_suffix(".json").write_text(json.dumps(stale))
+    from edge.runtime.tensorrt_backend import TensorRTBackend
+
+    drv, st = make_pycuda()
+    with pytest.raises(ModelError) as err:
+        TensorRTBackend(path, trt_module=make_tensorrt("10.3.0", st), cuda_driver=drv)
+    msg = str(err.value)
+    assert "tensorrt_version" in msg and "device_sm" in msg and "edge build" in msg
+    assert st.retained == st.detached == 1 and st.memory == {}  # the refusal released everything
+    backend, _, st = _backend(path, "10.3.0", check_key=False)  # the documented override
+    backend.close()
+
+    swapped = dict(SIDECAR, engine={"key": _key(), "sha256": "f" * 64})
+    path.with_suffix(".json").write_text(json.dumps(swapped))
+    with pytest.raises(ModelError, match="sha256"):
+        _backend(path, "10.3.0")
+
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not the bytes the engine was built from")
+    reexported = dict(SIDECAR, engine={"key": _key(), "sha256": sha256_file(path), "source_onnx": str(onnx)})
+    path.with_suffix(".json").write_text(json.dumps(reexported))
+    with pytest.raises(ModelError, match="onnx_sha256"):
+        _backend(path, "10.3.0")
+
+
+def test_api_contract_engine_without_sidecar_runs_with_a_warning(tmp_path, caplog):
+    """API-contract test (stand-in): a user's own trtexec engine (no sidecar) runs; layout from the graph."""
+    path = _engine(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        backend, _, st = _backend(path, "10.3.0")
+    assert "no edge sidecar" in caplog.text
+    assert backend.input_format.layout == "uint8_nhwc_bgr" and backend.info.class_names == []
+    backend.close()
+
+
+def test_api_contract_bad_engine_bytes_and_old_tensorrt(tmp_path):
+    """API-contract test (stand-in): undeserializable bytes and TensorRT < 8.2 fail clearly, nothing leaks."""
+    path = tmp_path / "bad.engine"
+    path.write_bytes(b"garbage")
+    drv, st = make_pycuda()
+    from edge.runtime.tensorrt_backend import TensorRTBackend
+
+    with pytest.raises(ModelError, match="rebuild"):
+        TensorRTBackend(path, trt_module=make_tensorrt("10.3.0", st), cuda_driver=drv)
+    assert st.retained == st.detached == 1 and st.ctx_stack() == []
+    with pytest.raises(EdgeError, match="too old"):
+        TensorRTBackend(_engine(tmp_path), trt_module=make_tensorrt("7.1.3", st), cuda_driver=drv)
+
+
+def test_missing_tensorrt_and_pycuda_say_how_to_install(tmp_path):
+    """On this machine neither exists: the errors must name the package and the fix."""
+    pytest.importorskip("numpy")
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    from edge.runtime.tensorrt_backend import TensorRTBackend
+
+    with pytest.raises(MissingDependencyError) as err:
+        TensorRTBackend(_engine(tmp_path))
+    assert "JetPack" in str(err.value)
+    try:
+        import pycuda  # noqa: F401
+    except ImportError:
+        from edge.cuda import load_driver
+
+        with pytest.raises(MissingDependencyError, match="pycuda"):
+            load_driver()
+
+
+def _real_trt_available():
+    try:
+        import pycuda.driver  # noqa: F401
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.tensorrt
+@pytest.mark.pycuda
+@pytest.mark.gpu
+@pytest.mark.skipif(not _real_trt_available(), reason="needs TensorRT, PyCUDA and a GPU (Jetson or desktop); "
+                    "run `edge doctor --selftest` on the device")
+def test_real_tensorrt_engine_matches_onnxruntime(tmp_path):
+    """A real engine built from the synthetic ONNX gives ONNX Runtime's detections."""
+    import tensorrt as trt
+
+    from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from edge.runtime.synthetic import red_box_model
+    from edge.runtime.tensorrt_backend import TensorRTBackend
+    from edge.trt import api
+
+    onnx_path = red_box_model(tmp_path / "red.onnx")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0 if api.trt_capabilities(trt).version[0] >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse(onnx_path.read_bytes())
+    data = builder.build_serialized_network(network, builder.create_builder_config())
+    engine = tmp_path / "red.engine"
+    engine.write_bytes(bytes(data))
+    engine.with_suffix(".json").write_text(onnx_path.with_suffix(".json").read_text())
+    a, b = _frames()
+    with OnnxRuntimeBackend(onnx_path) as ort_be, TensorRTBackend(engine) as trt_be:
+        assert conformance_report(trt_be, [a, b], num_classes=2) == []
+        for x in (a, b):
+            r, t = ort_be.infer(x), trt_be.infer(x)
+            np.testing.assert_array_equal(r.num, t.num)
+            np.testing.assert_allclose(r.boxes, t.boxes, atol=1e-3)

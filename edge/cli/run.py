@@ -75,6 +75,20 @@ def bundled_model() -> Path:
     return found[0]
 
 
+def build_engine_for(model: Path, out_dir: str = "engines", precision: str = "fp16") -> Path:
+    """Build (or reuse, when its cache key still matches) the TensorRT engine of a deploy ONNX.
+
+    Raises a clear error where TensorRT or a GPU is missing: then run the ONNX with ONNX Runtime.
+    """
+    from edge.cuda import device_info
+    from edge.trt.api import load_tensorrt
+    from edge.trt.build import EngineBuildConfig, build_engines
+
+    trt = load_tensorrt()
+    results = build_engines(EngineBuildConfig(str(model), out_dir=out_dir, precision=precision), trt, device_info())
+    return results[0].path
+
+
 def open_backend(model: Path, choice: str = "auto", *, threads: int = 0, spin: bool = False,
                  cuda_graph: bool = False, check_key: bool = True) -> Any:
     """Pick and open the backend for ``model``, making the deploy graph first when that is possible:
@@ -105,10 +119,11 @@ def open_backend(model: Path, choice: str = "auto", *, threads: int = 0, spin: b
     if suffix not in ONNX_SUFFIXES:
         raise ModelError(f"{model.name}: unknown model type {suffix!r}; expected .onnx, .engine/.plan or .pt")
     if choice == "tensorrt":
-        raise ModelError(
-            f"--backend tensorrt needs an engine; build one for this device first: "
-            f"`edge build {model} --out engines/` then `edge-run engines/<name>.engine`"
-        )
+        engine = build_engine_for(model)
+        from edge.runtime.tensorrt_backend import TensorRTBackend
+
+        log.info("backend: tensorrt (engine %s built or reused from %s)", engine, model.name)
+        return TensorRTBackend(engine, cuda_graph=cuda_graph, check_key=check_key)
     from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend, OrtOptions
 
     options = OrtOptions(threads=threads, spin=spin)

@@ -230,9 +230,9 @@ def test_edge_run_headless_machine_writes_video_detections_and_stats(model, tmp_
 def test_edge_run_errors_are_one_clear_line(tmp_path, monkeypatch, caplog):
     import edge.cli.run as run_cli
 
-    monkeypatch.setattr(run_cli, "ASSETS", tmp_path / "no-assets")
+    monkeypatch.setattr(run_cli.bundled, "ASSETS", tmp_path / "no-assets")
     assert run_cli.main(["--source", "test://", "--headless"]) == 2
-    assert "no bundled model" in caplog.text
+    assert "bundled deploy model" in caplog.text and "is missing" in caplog.text
     caplog.clear()
     model = red_box_model(tmp_path / "red.onnx")
     assert run_cli.main([str(model), "--camera", "97", "--headless"]) == 2

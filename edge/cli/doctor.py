@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _selftest_model(args: argparse.Namespace) -> str:
     if args.model:
         return str(args.model)
-    from edge.cli.run import bundled_model
+    from edge.bundled import bundled_model
 
     return str(bundled_model())
 

@@ -21,13 +21,13 @@ import threading
 from pathlib import Path
 from typing import Any, List, Optional
 
+from edge import bundled
 from edge.errors import EdgeError, ModelError
 
 HELP = "run a detector on a camera, stream, video or images: capture, infer, draw, display/save/serve"
 
 log = logging.getLogger("edge.run")
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -62,17 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay inference as a CUDA graph")
     p.add_argument("--no-engine-check", action="store_true",
                    help="TensorRT: run an engine even when its sidecar key does not match this machine")
-
-
-def bundled_model() -> Path:
-    """The model shipped in edge/assets/ (the lead's BCCD detector); ModelError when none is there."""
-    found = sorted(ASSETS.glob("*.onnx")) if ASSETS.is_dir() else []
-    if not found:
-        raise ModelError(
-            f"no MODEL given and no bundled model in {ASSETS} (this installation ships none yet). "
-            "Pass a deploy ONNX or an engine: `edge-run path/to/model.onnx --source test://`"
-        )
-    return found[0]
 
 
 def build_engine_for(model: Path, out_dir: str = "engines", precision: str = "fp16") -> Path:
@@ -237,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     config = PipelineConfig(queue_size=args.queue_size, conf_threshold=args.conf, draw=not args.no_draw,
                             max_frames=args.max_frames, log_every_s=args.log_every).validate()
     spec = _source_spec(args)
-    model = Path(args.model) if args.model else bundled_model()
+    model = Path(args.model) if args.model else bundled.bundled_model()
     backend = open_backend(model, args.backend, threads=args.threads, spin=False,
                            cuda_graph=args.cuda_graph, check_key=not args.no_engine_check)
     try:

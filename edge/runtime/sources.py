@@ -5,6 +5,8 @@ URIs (jetson-inference style):
 =================================  ===================================================================
 ``test://`` [``?size=WxH&frames=N&fps=F&live=1``]  synthetic moving shapes; file-like (no drops, unpaced)
                                    unless ``live=1`` (paced at ``fps``, latest frame only)
+``test://smear`` [``?seed=N&...``]  a generated blood-smear slide panning under the camera
+                                   (``edge.synth``): what the bundled BCCD model detects
 ``path/to/clip.mp4``, ``file://``  a video file, read without drops
 ``path/to/folder``, ``'dir/*.jpg'``  images in sorted order (folder or glob)
 ``v4l2:///dev/videoN``, ``--camera N``  a V4L2 camera (USB); ``?size=WxH&fps=F&fourcc=MJPG``
@@ -35,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import cv2
@@ -120,7 +122,9 @@ def parse_source(uri: str) -> SourceSpec:
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     if scheme == "test":
         rest = (parts.netloc + parts.path).strip("/")
-        if rest:
+        if rest == "smear":
+            params["pattern"] = "smear"
+        elif rest:
             params.setdefault("size", rest)
         return SourceSpec("test", text, params=params).validate()
     if scheme == "v4l2":
@@ -252,6 +256,31 @@ class TestPatternSource(FrameSource):
 
     def close(self) -> None:
         self._background = None
+
+
+class SmearSource(TestPatternSource):
+    """``test://smear``: generated blood-smear footage (``edge.synth.SmearScene``), frame i rendered into
+    the caller's buffer. Options as ``test://`` plus ``seed=N`` (0). Building the slide takes ~1 s."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__(spec)
+        self.seed = int(spec.number("seed", 0))
+        self._scene: Any = None
+
+    def open(self) -> None:
+        from edge.synth import SmearScene
+
+        self._scene = SmearScene(self.seed, self.width, self.height)
+        self._background = np.zeros((self.height, self.width, 3), np.uint8)  # marks the source open
+        self._i = 0
+        self._next_t = time.perf_counter()
+
+    def _draw(self, frame: np.ndarray, i: int) -> None:
+        self._scene.image(i, out=frame)
+
+    def close(self) -> None:
+        self._scene = None
+        super().close()
 
 
 class VideoCaptureSource(FrameSource):
@@ -521,7 +550,7 @@ def open_source(spec: SourceSpec, target_hw: Optional[Tuple[int, int]] = None) -
     """The ``FrameSource`` for ``spec``, not opened yet. ``target_hw``: network input (H, W), for csi://."""
     spec.validate()
     if spec.kind == "test":
-        return TestPatternSource(spec)
+        return SmearSource(spec) if spec.params.get("pattern") == "smear" else TestPatternSource(spec)
     if spec.kind == "file":
         return VideoFileSource(spec)
     if spec.kind == "images":

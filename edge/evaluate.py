@@ -409,6 +409,8 @@ def load_predictor(path: PathLike) -> Callable[[np.ndarray], Any]:
     p = Path(path)
     if not p.exists():
         raise ModelError(f"model file {p} does not exist; check the MODEL argument")
+    import edge.predictors  # noqa: F401  (registers the ONNX, checkpoint and engine loaders; no torch)
+
     loader = PREDICTOR_LOADERS.get(p.suffix.lower())
     if loader is None:
         supported = ", ".join(sorted(PREDICTOR_LOADERS)) or "none yet"

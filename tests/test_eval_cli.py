@@ -173,8 +173,13 @@ def test_cli_input_errors(tiny, tmp_path, caplog):
     assert main(base + [str(model), "--detections", str(det_file)]) == 2  # both
     assert "got both" in caplog.text
     caplog.clear()
-    assert main(base + [str(model)]) == 2  # no model loader yet
-    assert "not supported yet" in caplog.text and "--detections" in caplog.text
+    assert main(base + [str(model)]) == 2  # a corrupt model file is named, not a traceback
+    assert "model.onnx" in caplog.text and "is not a readable ONNX model" in caplog.text
+    caplog.clear()
+    unknown = tmp_path / "model.tflite"
+    unknown.write_bytes(b"x")
+    assert main(base + [str(unknown)]) == 2  # no loader for this kind of file
+    assert "--detections" in caplog.text
     caplog.clear()
     assert main(base + [str(tmp_path / "missing.onnx")]) == 2
     assert "does not exist" in caplog.text

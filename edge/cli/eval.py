@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model",
         nargs="?",
         metavar="MODEL",
-        help="model file to run over the split (checkpoint, ONNX, engine; as those stages land); "
+        help="model file to run over the split (checkpoint .pt, pre- or post-NMS ONNX, TensorRT engine); "
         "omit it when scoring a file with --detections",
     )
     parser.add_argument(

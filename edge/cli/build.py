@@ -28,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-cache", default=None, metavar="FILE", help="read and update a TensorRT timing cache")
     p.add_argument("--strongly-typed", action="store_true",
                    help="TensorRT 10: build a strongly typed network (types from the ONNX; always on in 11)")
+    p.add_argument("--calib", default=None, metavar="SOURCE",
+                   help="legacy implicit INT8 (TensorRT <= 10, fp32 graph): calibrate with TensorRT's entropy "
+                        "calibrator on a manifest or dataset YAML (prefer `edge quantize` Q/DQ graphs)")
+    p.add_argument("--calib-split", default=None, metavar="SPLIT", help="with a dataset YAML --calib: the split")
+    p.add_argument("--calib-count", type=int, default=None, metavar="N", help="calibration images to use")
+    p.add_argument("--calib-cache", default=None, metavar="FILE",
+                   help="calibration cache (+ provenance .json beside it; default calibration/cache/<model>.cache)")
     p.add_argument("--force", action="store_true", help="rebuild even when the engine is up to date")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (engine files, cache keys, trtexec commands) without TensorRT")
@@ -80,10 +87,46 @@ def run(args: argparse.Namespace) -> int:
     from edge.trt.api import load_tensorrt
 
     trt = load_tensorrt()
-    from edge.cuda import device_info
+    from edge.cuda import CudaContext, device_info
 
     device = device_info()
-    results = trt_build.build_engines(cfg, trt, device)
+    calibrator = None
+    with CudaContext(0).current():
+        if args.calib:
+            calibrator = _legacy_calibrator(args, cfg, trt)
+        results = trt_build.build_engines(cfg, trt, device, calibrator=calibrator)
     for r in results:
         print(f"{r.status:>10}  {r.path}" + (f"  ({r.seconds:.1f} s)" if r.status == "built" else ""))
     return 0
+
+
+def _legacy_calibrator(args: argparse.Namespace, cfg, trt):
+    """TensorRT's IInt8EntropyCalibrator2 fed by edge quantize's batcher (same letterbox, same layout)."""
+    from pathlib import Path
+
+    from edge.artifacts import sha256_file
+    from edge.calibration import (
+        ImageBatcher,
+        calibration_sha256,
+        model_input_format,
+        open_source,
+        provenance_record,
+    )
+    from edge.cuda import DeviceBuffer
+    from edge.trt.api import trt_capabilities
+    from edge.trt.calibrator import CalibrationCache, CalibrationFeeder, make_entropy_calibrator
+
+    caps = trt_capabilities(trt)
+    if not caps.int8_calibrator:
+        raise EdgeError(f"TensorRT {caps.version_string} has no INT8 calibrator (removed in 11): run "
+                        "`edge quantize --precision int8` and build the Q/DQ graph instead of --calib")
+    if cfg.precision not in ("int8", "best"):
+        raise EdgeError("--calib only applies with --precision int8 or best")
+    batcher = ImageBatcher(open_source(args.calib, args.calib_split, args.calib_count),
+                           model_input_format(cfg.onnx_path), batch_size=cfg.batch[1])
+    record = provenance_record(batcher, method="entropy", source_onnx_sha256=sha256_file(cfg.onnx_path),
+                               tools={"tensorrt": caps.version_string})
+    cfg.calibration_sha256 = calibration_sha256(record)
+    cache_path = args.calib_cache or str(Path("calibration") / "cache" / (Path(cfg.onnx_path).stem + ".cache"))
+    feeder = CalibrationFeeder(batcher, batcher.batch_size, DeviceBuffer)
+    return make_entropy_calibrator(trt, feeder, CalibrationCache(cache_path, record))

@@ -42,6 +42,8 @@ class EngineBuildConfig:
     timing_cache: Optional[str] = None
     strongly_typed: bool = False
     force: bool = False
+    # legacy implicit INT8: hash of the calibration provenance (Q/DQ graphs carry theirs in the sidecar)
+    calibration_sha256: Optional[str] = None
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -146,7 +148,7 @@ def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
     groups: List[List[Tuple[int, int]]] = [sizes] if cfg.span_profile else [[s] for s in sizes]
     stem = Path(info.path).stem
     plans = []
-    calib = (sidecar.get("quantization") or {}).get("calibration_sha256")
+    calib = cfg.calibration_sha256 or (sidecar.get("quantization") or {}).get("calibration_sha256")
     for group in groups:
         by_area = sorted(group, key=lambda hw: hw[0] * hw[1])
         lo, hi = by_area[0], by_area[-1]

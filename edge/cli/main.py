@@ -78,7 +78,10 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=verb if verb in VERBS else None)
+    import importlib.util
+
+    known = verb in VERBS and importlib.util.find_spec(VERBS[verb]) is not None
+    parser = build_parser(only=verb if known else None)
     args = parser.parse_args(argv)
     if not getattr(args, "verb", None):
         parser.print_help()

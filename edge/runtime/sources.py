@@ -506,7 +506,7 @@ class CsiSource(VideoCaptureSource):
         if not gstreamer_available():
             raise EdgeError(
                 "csi:// needs OpenCV built with GStreamer, and this OpenCV has none (pip's opencv-python "
-                "never does). On a Jetson use JetPack's OpenCV: `sudo apt install python3-opencv`, create the "
+                "never does). On a Jetson use JetPack's OpenCV: `sudo apt install nvidia-opencv` (what deploy/setup-jetson.sh installs; Ubuntu's python3-opencv also has GStreamer), create the "
                 "virtual environment with --system-site-packages, and `pip uninstall opencv-python` inside it "
                 f"(see deploy/). Pipeline that would run: {self.pipeline}"
             )

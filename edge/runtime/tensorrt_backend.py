@@ -71,9 +71,12 @@ def check_engine_sidecar(
         recorded = EngineKey.from_dict(engine["key"])
     except (KeyError, TypeError, ValueError) as exc:
         return [f"the sidecar's engine key is unreadable ({exc})"]
+    # edge build records MAJOR.MINOR.PATCH; tensorrt.__version__ reads like "10.3.0.30" on a device
+    from edge.trt.version import parse_version
+
     current = dataclasses.replace(
         recorded,
-        tensorrt_version=tensorrt_version,
+        tensorrt_version=".".join(str(v) for v in parse_version(tensorrt_version)),
         device_name=device_name,
         device_sm=device_sm,
         l4t_release=l4t_release,

@@ -133,6 +133,12 @@ def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
                  caps: TrtCapabilities, onnx_sha256: str) -> List[EnginePlan]:
     """The engines this build will produce, with keys, before touching TensorRT."""
     cfg.validate()
+    if info.has_onnx_nms and not caps.onnx_nms_import:
+        raise EdgeError(
+            f"{info.path} uses ONNX NonMaxSuppression, which TensorRT imports only from 8.6; this is "
+            f"TensorRT {caps.version_string}. Re-run edge surgery on the pre-NMS graph with --nms efficient "
+            "(EfficientNMS_TRT plugin) for this device"
+        )
     inp = info.inputs[0] if info.inputs else None
     sizes = resolutions(cfg, info, sidecar)
     if inp is not None and inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0:

@@ -1,4 +1,9 @@
-"""``edge export``: a checkpoint from ``edge train`` -> pre-NMS ONNX graphs (one per size) + JSON sidecars."""
+"""``edge export``: a checkpoint from ``edge train`` -> pre-NMS ONNX graphs (one per size) + JSON sidecars.
+
+``edge export --torchvision ARCH --weights FILE.pth [--classes a,b,...] [--num-classes N]`` exports a
+detector trained with torchvision instead (``edge.export.torchvision_adapter``): same graph contract, with
+torchvision's own normalization and pre-NMS decode.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,26 @@ import argparse
 import json
 from typing import List
 
-HELP = "export a checkpoint to pre-NMS ONNX (boxes, scores), self-verified against PyTorch in ONNX Runtime"
+HELP = ("export a checkpoint (or a torchvision detector) to pre-NMS ONNX (boxes, scores), self-verified against "
+        "PyTorch in ONNX Runtime")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CHECKPOINT",
-                        help="checkpoint written by `edge train` (a .pt, or a run folder: best.pt, else last.pt)")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default=None,
+                        help="checkpoint written by `edge train` (a .pt, or a run folder: best.pt, else last.pt); "
+                             "omit it with --torchvision")
+    tv = parser.add_argument_group("torchvision detectors (instead of CHECKPOINT)")
+    tv.add_argument("--torchvision", metavar="ARCH", default=None,
+                    choices=["ssd300_vgg16", "ssdlite320_mobilenet_v3_large", "retinanet_resnet50_fpn",
+                             "retinanet_resnet50_fpn_v2"],
+                    help="export a torchvision detector: %(choices)s")
+    tv.add_argument("--weights", metavar="FILE.pth", default=None,
+                    help="its state dict (torch.save(model.state_dict())), or a checkpoint holding it under "
+                         "'model' (torchvision's reference scripts)")
+    tv.add_argument("--classes", metavar="A,B,...", default=None,
+                    help="foreground class names, comma-separated, torchvision label 1 first (default class1..)")
+    tv.add_argument("--num-classes", type=int, default=None, metavar="N",
+                    help="torchvision's num_classes, background included (default: read from the weights)")
     parser.add_argument("--imgsz", action="append", nargs="+", default=None, metavar="HxW",
                         help="input size(s), one ONNX each (anchors depend on the size); default: the model "
                              "card's size. With --dynamic-hw: the nominal size first, all verified")
@@ -42,8 +61,32 @@ def _sizes(values: object) -> List[str]:
     return [str(item) for group in (values or []) for item in group]  # type: ignore[union-attr]
 
 
+def _source(args: argparse.Namespace) -> object:
+    """The ExportSource of a torchvision detector, or None for an `edge train` checkpoint."""
+    from edge.errors import ModelError
+
+    tv_only = [flag for flag, value in (("--weights", args.weights), ("--classes", args.classes),
+                                        ("--num-classes", args.num_classes)) if value is not None]
+    if args.torchvision is None:
+        if tv_only:
+            raise ModelError(f"{', '.join(tv_only)} only apply with --torchvision ARCH")
+        if args.checkpoint is None:
+            raise ModelError("no model given: pass a CHECKPOINT written by `edge train`, or --torchvision ARCH "
+                             "--weights FILE.pth")
+        return None
+    if args.checkpoint is not None:
+        raise ModelError(f"both CHECKPOINT ({args.checkpoint}) and --torchvision were given; pass one model")
+    if args.weights is None:
+        raise ModelError(f"--torchvision {args.torchvision} needs --weights FILE.pth (the trained state dict)")
+    from edge.export.torchvision_adapter import TorchvisionExportRequest
+
+    names = args.classes.split(",") if args.classes is not None else None
+    return TorchvisionExportRequest(arch=args.torchvision, weights=args.weights, class_names=names,
+                                    num_classes=args.num_classes).source()
+
+
 def run(args: argparse.Namespace) -> int:
-    from edge.export.torch_export import ExportConfig, export_checkpoint
+    from edge.export.torch_export import ExportConfig, export_checkpoint, export_source
 
     config = ExportConfig(
         imgsz=_sizes(args.imgsz),  # type: ignore[arg-type]
@@ -57,7 +100,12 @@ def run(args: argparse.Namespace) -> int:
         verify_images=list(args.verify_images),
         name=args.name,
     )
-    results = export_checkpoint(args.checkpoint, args.out, config)
+    config.validate()  # bad options fail before a model is built
+    source = _source(args)
+    if source is None:
+        results = export_checkpoint(args.checkpoint, args.out, config)
+    else:
+        results = export_source(source, args.out, config)  # type: ignore[arg-type]
     for result in results:
         print(json.dumps(result.summary()))
     return 0

@@ -36,10 +36,15 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-if [ "$extras" != "runtime" ] && ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
-    # Prefer the CPU build (a local wheel here); a plain "torch" would pull a multi-GB CUDA build.
-    echo "bootstrap: installing torch"
-    "${pip[@]}" install "torch==2.13.0" || "${pip[@]}" install torch
+if [ "$extras" != "runtime" ] && ! "$venv/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
+    # torch and torchvision must come as a matching pair (torchvision's C++ ops are built for one torch).
+    # These pairs lie on this project's machines' local package disk; elsewhere pip fetches them.
+    case "$(uname -m)" in
+        aarch64) pair=("torch==2.9.1" "torchvision==0.24.1") ;;
+        *) pair=("torch==2.14.1" "torchvision==0.29.1") ;;
+    esac
+    echo "bootstrap: installing ${pair[*]}"
+    "${pip[@]}" install "${pair[@]}" || "${pip[@]}" install torch torchvision
 fi
 echo "bootstrap: installing edge[$extras] into $venv"
 if [ "$extras" = "runtime" ]; then

@@ -70,7 +70,7 @@ def test_unknown_keys_warn_not_fail(tmp_path, caplog):
 
 def test_shipped_bccd_yaml_points_at_the_shared_dataset():
     cfg = load_config(REPO / "data" / "bccd.yaml")
-    assert cfg.root == (REPO.parent / "shared" / "datasets" / "bccd").resolve()
+    assert cfg.root.resolve() == (REPO.parent / "shared" / "datasets" / "bccd").resolve()
     assert cfg.format == "voc" and cfg.names == ["RBC", "WBC", "Platelets"]
     assert sorted(cfg.splits) == ["test", "train", "trainval", "val"]
     assert cfg.split_file("trainval") == cfg.root / "ImageSets" / "Main" / "trainval.txt"

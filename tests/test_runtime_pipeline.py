@@ -143,11 +143,19 @@ def test_max_frames_and_stop_from_another_thread(model, tmp_path):
     video = tmp_path / "live.mp4"
     pipe = Pipeline(TestPatternSource(parse_source("test://160x120?live=1&fps=60")), backend,
                     [VideoFileSink(video, fps=60)], PipelineConfig(log_every_s=0))
-    threading.Timer(0.6, pipe.stop).start()
-    t0 = time.perf_counter()
+    stopped_at = []
+
+    def stop_after_frames() -> None:  # another thread: stop once a few frames went through
+        deadline = time.perf_counter() + 60
+        while pipe.stats.counters.written < 6 and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        stopped_at.append(time.perf_counter())
+        pipe.stop()
+
+    threading.Thread(target=stop_after_frames, daemon=True).start()
     stats = pipe.run()
-    assert time.perf_counter() - t0 < 5
-    assert stats.counters.written > 5 and video.exists() and not partial_path(video).exists()
+    assert stopped_at and time.perf_counter() - stopped_at[0] < 5  # stop() ends a live run promptly
+    assert stats.counters.written >= 6 and video.exists() and not partial_path(video).exists()
     backend.close()
 
 

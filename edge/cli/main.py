@@ -16,7 +16,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from edge import __version__
 from edge.errors import EdgeError
@@ -88,9 +88,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if not hasattr(args, "_run"):
         parser.error(f"the {args.verb!r} verb cannot be loaded in this installation; see `edge --help`")
+    return run_verb(args._run, args)
+
+
+def run_verb(run: Callable[[argparse.Namespace], Optional[int]], args: argparse.Namespace) -> int:
+    """Run a verb with logging set up: an EdgeError is one clear line and exit 2, Ctrl-C exit 130."""
     configure_logging(args.verbose, args.quiet)
     try:
-        return int(args._run(args) or 0)
+        return int(run(args) or 0)
     except EdgeError as exc:
         logging.getLogger("edge").error("%s", exc)
         return 2

@@ -280,18 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from edge.cli.main import configure_logging
+    from edge.cli.main import run_verb
 
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose, args.quiet)
-    try:
-        return run(args)
-    except EdgeError as exc:
-        logging.getLogger("edge").error("%s", exc)
-        return 2
-    except KeyboardInterrupt:
-        logging.getLogger("edge").error("interrupted")
-        return 130
+    return run_verb(run, args)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Train one detector family on BCCD trainval and score it on test; the figures go to benchmarks/RESULTS.md.
-#   [IMGSZ=320] bash benchmarks/train_bccd.sh FAMILY EPOCHS [extra edge-train args...]
+#   [IMGSZ=320] [OUT=runs/bccd-FAMILY] bash benchmarks/train_bccd.sh FAMILY EPOCHS [extra edge-train args...]
 # Writes runs/bccd-FAMILY/ (checkpoints, history.csv/png, train.log, test.json). Needs ../shared/datasets/bccd.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 family="$1"; epochs="$2"; shift 2
-out="runs/bccd-$family"
+out="${OUT:-runs/bccd-$family}"
 mkdir -p "$out"
 edge=.venv/bin/edge
 start=$(date +%s)

@@ -18,6 +18,8 @@
 * draw: boxes, labels, scores and FPS drawn in place on the frame.
 * sink: every sink in turn (window, video file, JSON lines, MJPEG); encoding happens here or in the
   MJPEG server's own thread, never in the inference thread.
+* priorities: every stage thread but infer lowers its own nice value by ``host_nice`` (Linux), so on a
+  small CPU the inference threads preempt host work instead of waiting for it (``edge.runtime.priority``).
 
 ``naive_loop`` runs the same stages sequentially in one thread (the TensorRT samples' loop), the baseline
 that ``edge bench`` compares against.
@@ -39,6 +41,7 @@ from edge.letterbox import LetterboxParams
 from edge.runtime.backend import Backend, DetectionBatch
 from edge.runtime.draw import Drawer
 from edge.runtime.preprocess import Preprocessor
+from edge.runtime.priority import lower_thread_priority
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import CaptureStatus, CaptureThread, FramePool, FrameSource, ReopenPolicy
 from edge.runtime.stats import RunStats
@@ -63,6 +66,9 @@ class PipelineConfig:
     log_every_s: seconds between progress lines in the log (0: none).
     warmup: backend warm-up runs before the clock starts.
     capture_timeout_s: how long the loop waits for a frame before counting a capture timeout.
+    host_nice: added to the nice value of the host-stage threads (capture, preprocess, postprocess,
+        draw, sink; Linux), so the inference threads preempt them and host work fills the gaps inference
+        leaves instead of stretching it (see ``edge.runtime.priority``). 0 keeps every thread equal.
     """
 
     queue_size: int = 2
@@ -73,6 +79,7 @@ class PipelineConfig:
     log_every_s: float = 5.0
     warmup: int = 1
     capture_timeout_s: float = 2.0
+    host_nice: int = 10
     reopen: ReopenPolicy = field(default_factory=ReopenPolicy)
 
     def validate(self) -> "PipelineConfig":
@@ -84,6 +91,8 @@ class PipelineConfig:
             raise EdgeError(f"--max-frames must be >= 0, found {self.max_frames}")
         if self.capture_timeout_s <= 0:
             raise EdgeError("capture_timeout_s must be > 0")
+        if not 0 <= self.host_nice <= 19:
+            raise EdgeError(f"host_nice must be in [0, 19], found {self.host_nice}")
         self.reopen.validate()
         return self
 
@@ -236,6 +245,7 @@ class Pipeline:
         assert capture is not None
         taken = 0
         last_timeout_log = 0.0
+        lower_thread_priority(cfg.host_nice)
         try:
             while not self._stop.is_set():
                 if cfg.max_frames and taken >= cfg.max_frames:
@@ -281,6 +291,8 @@ class Pipeline:
         try:
             if name == "infer":
                 self._infer_setup()
+            else:
+                lower_thread_priority(self.config.host_nice)
             while True:
                 packet = self._get(q_in)
                 if packet is _STOP:
@@ -354,7 +366,7 @@ class Pipeline:
             self.source.open()
         self.capture = CaptureThread(
             self.source, self.frame_pool, self.stats, queue_size=cfg.queue_size, reopen=cfg.reopen,
-            max_frames=cfg.max_frames if not self.source.live else 0,
+            max_frames=cfg.max_frames if not self.source.live else 0, nice=cfg.host_nice,
         )
         q = self._queues
         threads = [

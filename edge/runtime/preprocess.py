@@ -38,6 +38,9 @@ class Preprocessor:
             self._a = (1.0 / (fmt.scale * std)).astype(np.float32)
             self._b = (mean / std).astype(np.float32)
             self._scratch = np.empty((fmt.height, fmt.width, 3), np.uint8)
+            # contiguous uint8 planes (cv2.split): numpy converts them ~1.5x faster than strided channel views
+            self._planes = [np.empty((fmt.height, fmt.width), np.uint8) for _ in range(3)]
+            self._center = bool(np.any(self._b != 0))  # skip the subtraction for mean 0 (pixel / 255 models)
             self._plane = np.empty((fmt.height, fmt.width), np.float32) if self.dtype != np.float32 else None
 
     def new_buffer(self) -> np.ndarray:
@@ -49,14 +52,21 @@ class Preprocessor:
             _, params = letterbox(frame, self.hw, self.fmt.pad_value, out=out[0])
             return params
         _, params = letterbox(frame, self.hw, self.fmt.pad_value, out=self._scratch)
+        planes = self._planes
+        _split(self._scratch, planes)
         for c in range(3):  # RGB plane c comes from BGR channel 2 - c
-            src = self._scratch[:, :, 2 - c]
-            if self._plane is None:
-                dst = out[0, c]
-                np.multiply(src, self._a[c], out=dst, dtype=np.float32)
+            src = planes[2 - c]
+            dst = out[0, c] if self._plane is None else self._plane
+            np.multiply(src, self._a[c], out=dst, dtype=np.float32)
+            if self._center:
                 np.subtract(dst, self._b[c], out=dst)
-            else:
-                np.multiply(src, self._a[c], out=self._plane, dtype=np.float32)
-                np.subtract(self._plane, self._b[c], out=self._plane)
+            if self._plane is not None:
                 np.copyto(out[0, c], self._plane, casting="same_kind")
         return params
+
+
+def _split(image: np.ndarray, planes: list) -> None:
+    """BGR [H, W, 3] uint8 -> three contiguous [H, W] planes, in place (OpenCV's SIMD split)."""
+    import cv2
+
+    cv2.split(image, planes)

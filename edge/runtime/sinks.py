@@ -130,17 +130,34 @@ def partial_path(path: Union[str, Path]) -> Path:
     return p.with_name(f".{p.stem}.partial{p.suffix}")
 
 
+# containers whose muxer takes an MJPEG stream under its own tag (mp4's does not: it would mislabel it)
+_RAW_MJPEG_SUFFIXES = (".avi", ".mkv", ".mov")
+
+
+def raw_mjpeg_supported() -> bool:
+    """True when this OpenCV can mux already-encoded frames (``VIDEOWRITER_PROP_RAW_VIDEO``, OpenCV >= 4.7
+    with FFMPEG)."""
+    return hasattr(cv2, "VIDEOWRITER_PROP_RAW_VIDEO") and bool(re.search(r"FFMPEG:\s*YES", cv2.getBuildInformation()))
+
+
 class VideoFileSink(Sink):
     """Annotated frames to a video file, finalized by rename on close.
 
     fourcc: defaults by suffix (.mp4 -> mp4v, .avi -> MJPG); fps: the source's nominal rate.
     The writer opens at the first frame (its size decides the video size); frames of another size are
     resized to it.
+
+    MJPEG (.avi) is the cheapest to write: each frame is JPEG-encoded by ``cv2.imencode`` (libjpeg-turbo,
+    ~0.6 ms for 640x480 on the project's CPU) and FFmpeg only muxes it (``VIDEOWRITER_PROP_RAW_VIDEO``),
+    instead of FFmpeg's own MJPEG encoder (~1.6 ms) or MPEG-4 part 2 for .mp4 (~1.4 ms). Same file
+    format; ``encoder`` says which path was taken (OpenCV builds without raw muxing fall back to FFmpeg's
+    encoder). ``jpeg_quality``: 0-100.
     """
 
     name = "video"
 
-    def __init__(self, path: Union[str, Path], fps: float = 30.0, fourcc: Optional[str] = None) -> None:
+    def __init__(self, path: Union[str, Path], fps: float = 30.0, fourcc: Optional[str] = None,
+                 jpeg_quality: int = 90) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in _FOURCC_BY_SUFFIX and not fourcc:
@@ -153,6 +170,10 @@ class VideoFileSink(Sink):
         self.fourcc = fourcc or _FOURCC_BY_SUFFIX[suffix]
         self.fps = float(fps) if fps and fps > 0 else 30.0
         self.tmp_path = partial_path(self.path)
+        if not 0 <= int(jpeg_quality) <= 100:
+            raise EdgeError(f"jpeg_quality must be in [0, 100], found {jpeg_quality}")
+        self._jpeg_params = [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)]
+        self.encoder = ""
         self._writer: Optional[cv2.VideoWriter] = None
         self._size: Optional[Tuple[int, int]] = None
         self._resized: Optional[np.ndarray] = None
@@ -160,7 +181,16 @@ class VideoFileSink(Sink):
         self.closed = False
 
     def _open(self, w: int, h: int) -> None:
-        writer = cv2.VideoWriter(str(self.tmp_path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
+        code = cv2.VideoWriter_fourcc(*self.fourcc)
+        if self.fourcc == "MJPG" and self.path.suffix.lower() in _RAW_MJPEG_SUFFIXES and raw_mjpeg_supported():
+            writer = cv2.VideoWriter(str(self.tmp_path), cv2.CAP_FFMPEG, code, self.fps, (w, h),
+                                     [int(cv2.VIDEOWRITER_PROP_RAW_VIDEO), 1])
+            if writer.isOpened():
+                self._writer, self._size, self.encoder = writer, (w, h), "imencode+mux"
+                return
+            writer.release()
+            log.debug("raw MJPEG muxing refused for %s; using FFmpeg's encoder", self.tmp_path)
+        writer = cv2.VideoWriter(str(self.tmp_path), code, self.fps, (w, h))
         if not writer.isOpened():
             raise EdgeError(
                 f"OpenCV cannot write {self.path.suffix} video with codec {self.fourcc} to {self.tmp_path}; "
@@ -168,6 +198,7 @@ class VideoFileSink(Sink):
             )
         self._writer = writer
         self._size = (w, h)
+        self.encoder = "opencv"
 
     def write(self, packet: Any) -> None:
         frame = packet.frame
@@ -180,7 +211,13 @@ class VideoFileSink(Sink):
                 self._resized = np.empty((sh, sw, 3), np.uint8)
             cv2.resize(frame, (sw, sh), dst=self._resized)
             frame = self._resized
-        self._writer.write(frame)  # type: ignore[union-attr]
+        if self.encoder == "imencode+mux":
+            ok, buf = cv2.imencode(".jpg", frame, self._jpeg_params)
+            if not ok:
+                raise EdgeError(f"JPEG encoding of frame {self.frames} for {self.path} failed")
+            self._writer.write(buf.reshape(1, -1))  # type: ignore[union-attr]
+        else:
+            self._writer.write(frame)  # type: ignore[union-attr]
         self.frames += 1
 
     def close(self) -> None:
@@ -297,8 +334,10 @@ class MjpegServer(Sink):
         max_fps: float = 15.0,
         title: str = "",
         fps_fn: Optional[Callable[[], float]] = None,
+        nice: int = 10,
     ) -> None:
         self.class_names = list(class_names)
+        self.nice = int(nice)  # the JPEG encoder thread yields to inference (edge.runtime.priority)
         self.quality = int(quality)
         self.min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
         self.fps_fn = fps_fn or (lambda: 0.0)
@@ -359,6 +398,9 @@ class MjpegServer(Sink):
 
     # -- encoder thread --------------------------------------------------------------------------
     def _encode_loop(self) -> None:
+        from edge.runtime.priority import lower_thread_priority
+
+        lower_thread_priority(self.nice)
         seen = 0
         params = [int(cv2.IMWRITE_JPEG_QUALITY), self.quality]
         scratch: Optional[np.ndarray] = None

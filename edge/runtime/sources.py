@@ -627,6 +627,8 @@ class CaptureThread:
     Live sources: a one-frame slot; a new frame replaces an untaken one (counted in ``dropped``).
     File-like sources: a bounded queue; the thread blocks when the consumer is behind (no drops).
     ``stats`` (a ``RunStats``) gets captured/dropped/error/reopen counts and capture latency.
+    ``nice``: added to the capture thread's nice value (``edge.runtime.priority``; the pipeline passes
+    its ``host_nice``).
     """
 
     def __init__(
@@ -638,6 +640,7 @@ class CaptureThread:
         queue_size: int = 2,
         reopen: Optional[ReopenPolicy] = None,
         max_frames: int = 0,
+        nice: int = 0,
     ) -> None:
         self.source = source
         self.pool = pool
@@ -645,6 +648,7 @@ class CaptureThread:
         self.live = bool(source.live)
         self.reopen = (reopen or ReopenPolicy()).validate()
         self.max_frames = int(max_frames)
+        self.nice = int(nice)
         self._stop = threading.Event()
         self._queue: "queue.Queue[CapturedFrame]" = queue.Queue(maxsize=max(1, queue_size))
         self._cond = threading.Condition()
@@ -761,6 +765,9 @@ class CaptureThread:
         return False
 
     def _run(self) -> None:
+        from edge.runtime.priority import lower_thread_priority
+
+        lower_thread_priority(self.nice)
         tracker = None
         stages = getattr(self.stats, "stages", None)
         if stages is not None:

@@ -1,0 +1,195 @@
+"""Reports of an ``edge bench`` document: a Markdown table to paste into an issue, and a PNG chart.
+
+Input: the dict ``edge.bench.run_bench`` returns (or its JSON file). One row / one group of bars per case
+(a model at one input size), labelled ``<precision> <H>x<W>`` plus the model's file name when the
+document holds several models.
+
+* ``markdown_report(doc)`` -> str: the machine line (CPU, cores, ONNX Runtime version and threads, load
+  average, date), the FPS table (raw / e2e / naive, the ratios, RSS growth, CPU ms per frame) and the
+  per-stage latency table (p50 / p99 ms of the e2e run, raw inference for reference).
+* ``chart_png(doc, path)``: left, per-stage p50 latency per case (stacked bars, ms); right, raw, e2e and
+  naive FPS per case (grouped bars). matplotlib is imported here only (``pip install 'edge-detect[plot]'``),
+  with the non-interactive Agg backend, so it works without a display.
+* ``write_reports(doc, out_dir)`` writes both (``bench.md``, ``bench.png``) and returns their paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Union
+
+from edge.errors import EdgeError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+STAGE_ORDER = ("capture", "preprocess", "infer", "postprocess", "draw", "sink")
+
+
+def load_doc(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read an ``edge bench --json`` file."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EdgeError(f"cannot read bench results {p}: {exc}; expected the JSON written by `edge bench --json`") from exc
+    _check(doc)
+    return doc
+
+
+def _check(doc: Dict[str, Any]) -> None:
+    if not isinstance(doc, dict) or not doc.get("cases"):
+        raise EdgeError("not an `edge bench` document: it has no 'cases' list")
+
+
+def case_label(case: Dict[str, Any], with_model: bool = False) -> str:
+    """``fp32 320x320`` (plus `` model.onnx`` when several models share the document)."""
+    h, w = case.get("input", [0, 0])
+    label = f"{case.get('precision', 'fp32')} {h}x{w}"
+    return f"{label} {case.get('model_name', '')}".strip() if with_model else label
+
+
+def _several_models(cases: Sequence[Dict[str, Any]]) -> bool:
+    return len({c.get("model_name") for c in cases}) > 1
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if isinstance(v, (int, float)):
+        return f"{v:.{digits}f}"
+    return "-"
+
+
+def machine_line(doc: Dict[str, Any]) -> str:
+    m = doc.get("machine", {})
+    load = m.get("load_average")
+    load_txt = ", ".join(f"{v:.2f}" for v in load) if load else "n/a"
+    parts = [
+        f"CPU {m.get('cpu', '?')} ({m.get('cores', '?')} cores)",
+        f"ONNX Runtime {m.get('onnxruntime', '?')} (intra-op threads: {m.get('ort_threads', '?')})",
+        f"OpenCV {m.get('opencv', '?')}",
+        f"load average {load_txt}",
+        m.get("date", ""),
+    ]
+    return "; ".join(p for p in parts if p)
+
+
+def markdown_report(doc: Dict[str, Any]) -> str:
+    """The Markdown tables for ``doc`` (see the module docstring)."""
+    _check(doc)
+    cases: List[Dict[str, Any]] = doc["cases"]
+    several = _several_models(cases)
+    src = doc.get("source", {})
+    cfg = doc.get("config", {})
+    size = src.get("frame_size")
+    src_txt = f"{src.get('uri', '?')}" + (f" ({size[0]}x{size[1]})" if size else "")
+    lines = [
+        f"**Machine:** {machine_line(doc)}",
+        "",
+        f"**Input:** {src_txt}; {cfg.get('frames', '?')} frames per run, {cfg.get('repeats', '?')} interleaved "
+        f"round(s) (medians); edge-run host threads at nice +{cfg.get('host_nice', 0)}; drawing {'on' if cfg.get('draw', True) else 'off'}, annotated video written "
+        f"({cfg.get('video_suffix', '.avi')}).",
+        "",
+        "| case | raw FPS | ORT defaults FPS | e2e FPS | naive FPS | e2e / raw | e2e / ORT defaults | e2e / naive "
+        "| RSS growth MB | CPU ms/frame raw / e2e / naive |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        cpu = c.get("cpu_ms_per_frame", {})
+        cpu_txt = " / ".join(_fmt(cpu.get(m)) for m in ("raw", "e2e", "naive"))
+        lines.append(
+            f"| {case_label(c, several)} | {_fmt(c.get('raw_fps'))} | {_fmt(c.get('raw_ort_defaults_fps'))} | "
+            f"{_fmt(c.get('e2e_fps'))} | {_fmt(c.get('naive_fps'))} | {_fmt(c.get('e2e_over_raw'), 2)} | "
+            f"{_fmt(c.get('e2e_over_raw_ort_defaults'), 2)} | {_fmt(c.get('e2e_over_naive'), 2)} | "
+            f"{_fmt(c.get('rss_growth_mb'))} | {cpu_txt} |"
+        )
+    lines += ["", "raw: inference alone on the loops' own session (spinning off); ORT defaults: ONNX Runtime alone "
+              "as a user runs it (all cores, spinning on); e2e: `edge-run`'s threaded loop; naive: one thread."]
+    lines += ["", "Per-stage latency of the e2e run, p50 / p99 ms (raw: inference calls alone):", ""]
+    stages = [s for s in STAGE_ORDER if any(s in c.get("stages_ms", {}) for c in cases)]
+    lines.append("| case | " + " | ".join(stages) + " | glass-to-glass | raw infer |")
+    lines.append("|---|" + "---:|" * (len(stages) + 2))
+    for c in cases:
+        st = c.get("stages_ms", {})
+        cells = [f"{_fmt(st[s]['p50_ms'], 2)} / {_fmt(st[s]['p99_ms'], 2)}" if s in st else "-" for s in stages]
+        g = c.get("glass_to_glass_ms", {})
+        r = c.get("raw_latency_ms", {})
+        cells.append(f"{_fmt(g.get('p50_ms'), 2)} / {_fmt(g.get('p99_ms'), 2)}")
+        cells.append(f"{_fmt(r.get('p50_ms'), 2)} / {_fmt(r.get('p99_ms'), 2)}")
+        lines.append(f"| {case_label(c, several)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "matplotlib", "the edge bench chart", "pip install 'edge-detect[plot]' (or pip install matplotlib)"
+        ) from exc
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def chart_png(doc: Dict[str, Any], path: Union[str, Path], *, dpi: int = 110) -> Path:
+    """Write the two-panel chart (per-stage p50 latency, FPS per mode) for every case to ``path``."""
+    _check(doc)
+    plt = _pyplot()
+    import numpy as np
+
+    cases: List[Dict[str, Any]] = doc["cases"]
+    several = _several_models(cases)
+    labels = [case_label(c, several) for c in cases]
+    x = np.arange(len(cases))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8.0, 2.2 * len(cases) + 5.0), 4.2))
+    try:
+        bottom = np.zeros(len(cases))
+        colors = plt.get_cmap("tab10")
+        for i, stage in enumerate(STAGE_ORDER):
+            vals = np.array([c.get("stages_ms", {}).get(stage, {}).get("p50_ms", 0.0) for c in cases], float)
+            if not vals.any():
+                continue
+            ax1.bar(x, vals, 0.6, bottom=bottom, label=stage, color=colors(i))
+            bottom += vals
+        ax1.set_xticks(x)
+        ax1.set_xticklabels(labels, rotation=15, ha="right", fontsize=8)
+        ax1.set_ylabel("p50 latency per stage (ms)")
+        ax1.set_title("edge-run stages (stacked p50)")
+        ax1.legend(fontsize=7, loc="upper left")
+
+        width = 0.26
+        for j, (mode, color) in enumerate((("raw", "#4c72b0"), ("e2e", "#55a868"), ("naive", "#c44e52"))):
+            vals = [float(c.get(f"{mode}_fps", 0.0)) for c in cases]
+            bars = ax2.bar(x + (j - 1) * width, vals, width, label=mode, color=color)
+            for b, v in zip(bars, vals):
+                ax2.annotate(f"{v:.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
+        ax2.set_xticks(x)
+        ax2.set_xticklabels(labels, rotation=15, ha="right", fontsize=8)
+        ax2.set_ylabel("frames per second")
+        ax2.set_title("raw vs edge-run (e2e) vs naive FPS")
+        ax2.legend(fontsize=7)
+        m = doc.get("machine", {})
+        fig.suptitle(f"edge bench: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+                     f"load {', '.join(str(v) for v in (m.get('load_average') or []))}", fontsize=9)
+        fig.tight_layout()
+        out = Path(path)
+        fig.savefig(str(out), dpi=dpi)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def write_reports(doc: Dict[str, Any], out_dir: Union[str, Path], stem: str = "bench") -> Dict[str, Path]:
+    """``out_dir/<stem>.md`` and ``out_dir/<stem>.png``; returns {"markdown": path, "chart": path}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / f"{stem}.md"
+    md.write_text(markdown_report(doc), encoding="utf-8")
+    png = chart_png(doc, out / f"{stem}.png")
+    log.info("wrote %s and %s", md, png)
+    return {"markdown": md, "chart": png}
+
+
+__all__ = ["case_label", "chart_png", "load_doc", "machine_line", "markdown_report", "write_reports"]

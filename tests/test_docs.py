@@ -225,9 +225,13 @@ def doc_pages() -> List[Path]:
 
 
 def all_blocks() -> List[Block]:
+    """Every fenced block of docs/*.md, then of the root README (its blocks need verdicts too)."""
     blocks: List[Block] = []
     for page in doc_pages():
         blocks.extend(parse_markdown(page.read_text(encoding="utf-8"), page.name))
+    readme = REPO / "README.md"
+    if readme.exists():
+        blocks.extend(parse_markdown(readme.read_text(encoding="utf-8"), "../README.md"))
     return blocks
 
 
@@ -432,9 +436,6 @@ def _strip_heredocs(text: str) -> str:
 
 def _documented_texts() -> List[Tuple[str, str]]:
     blocks = list(COMMAND_BLOCKS)
-    readme = REPO / "README.md"
-    if readme.exists():
-        blocks += [b for b in parse_markdown(readme.read_text(encoding="utf-8"), "../README.md") if b.is_command]
     return [(b.id, _strip_heredocs("\n".join(b.commands()))) for b in blocks]
 
 

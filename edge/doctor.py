@@ -819,21 +819,6 @@ def _onnx() -> Any:
     return onnx
 
 
-def _infer_types(model: Any) -> Dict[str, int]:
-    onnx = _onnx()
-    types: Dict[str, int] = {}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - best effort; unknown plugin ops stop inference in some versions
-        inferred = model
-    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    for init in model.graph.initializer:
-        types[init.name] = init.data_type
-    return types
-
-
 def split_at_nms(model: Any) -> NmsSplit:
     """Find the NMS part of a deploy graph (an onnx.ModelProto) and the tensors that feed it.
 
@@ -878,12 +863,15 @@ def split_at_nms(model: Any) -> NmsSplit:
     consumed = {x for i in tail for x in nodes[i].input if x}
     tail |= {i for i in ancestors(sorted(consumed & const)) if i in const_nodes}
     produced = {o for i in tail for o in nodes[i].output}
+    initializers = {init.name for init in graph.initializer}
     external = []
     for i in sorted(tail):
         for x in nodes[i].input:
-            if x and x not in produced and x not in {init.name for init in graph.initializer} and x not in external:
+            if x and x not in produced and x not in initializers and x not in external:
                 external.append(x)
-    types = _infer_types(model)
+    from edge.export.ort_custom_ops import elem_types
+
+    types = elem_types(model)
     pre_nms = [x for x in external if x not in graph_inputs]
     not_float = [x for x in pre_nms if types.get(x, 1) not in _FLOAT_TYPES]
     if not_float:

@@ -131,7 +131,7 @@ def trt_nms_nodes(model: Any) -> List[Any]:
     return [n for n in model.graph.node if n.op_type == PLUGIN_NAME and n.domain in TRT_DOMAINS]
 
 
-def _elem_types(model: Any) -> Dict[str, int]:
+def elem_types(model: Any) -> Dict[str, int]:
     """Tensor name -> element type, from inputs, initializers, value_info and shape inference."""
     onnx = _onnx()
     types: Dict[str, int] = {}
@@ -167,7 +167,7 @@ def make_cpu_runnable(model: ModelLike) -> Any:
     nodes = trt_nms_nodes(out)
     if not nodes:
         raise ModelError("the graph has no EfficientNMS_TRT node: it runs on ONNX Runtime as it is")
-    types = _elem_types(out)
+    types = elem_types(out)
     new_nodes = []
     for node in out.graph.node:
         if node.op_type != PLUGIN_NAME or node.domain not in TRT_DOMAINS:

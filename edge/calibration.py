@@ -40,6 +40,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
+from edge.data.sanitize import read_list_file
 from edge.errors import DataError, ModelError
 
 log = logging.getLogger(__name__)
@@ -127,21 +128,11 @@ def read_manifest(path: PathLike) -> List[str]:
 
     A line's ``#`` starts a comment when it begins the line or follows whitespace.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(
-            f"calibration manifest {p} does not exist; expected a text file with one image path per line "
-            "(see calibration/README.md), or a dataset YAML with --calib-split"
-        )
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"calibration manifest {p} cannot be read as UTF-8 text ({exc})") from None
+    lines = read_list_file(Path(path), "calibration manifest",
+                           "a text file with one image path per line (see calibration/README.md)",
+                           ", or a dataset YAML with --calib-split")
     entries: List[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
+    for stripped in lines:
         for marker in (" #", "\t#"):
             cut = stripped.find(marker)
             if cut >= 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from edge.data.images import image_size, read_image
 from edge.data.records import LoadReport
@@ -161,3 +161,16 @@ def check_annotated_size(
             where,
             f"{what} {w}x{h} differs from the image's real size {real[0]}x{real[1]}; used the real size",
         )
+
+
+def read_list_file(path: Path, what: str, expected: str, fix: str = "") -> List[str]:
+    """The entries of a one-entry-per-line text file (split lists, manifests): stripped, with blank lines
+    and ``#`` comment lines dropped. A missing or undecodable file raises a DataError naming ``what``
+    and the ``expected`` content; ``fix`` (with its own leading separator) says how to repair it."""
+    if not path.is_file():
+        raise DataError(f"{what} {path} does not exist; expected {expected}{fix}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{what} {path} cannot be read as UTF-8 text ({exc}); expected {expected}") from None
+    return [s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")]

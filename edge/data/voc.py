@@ -21,6 +21,7 @@ from edge.data.sanitize import (
     check_annotated_size,
     check_image,
     clean_box,
+    read_list_file,
     report_box,
 )
 from edge.errors import DataError
@@ -32,23 +33,11 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 
 def read_id_list(path: Path) -> List[str]:
     """Image ids from an ImageSets file: first token of each non-empty line (``#`` lines are comments)."""
-    if not path.is_file():
-        raise DataError(
-            f"split file {path} does not exist; expected a text file with one image id per line "
-            "(VOC ImageSets/Main/<split>.txt): create it or fix the split's path in the dataset YAML"
-        )
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(
-            f"split file {path} cannot be read as UTF-8 text ({exc}); expected one id per line"
-        ) from None
-    ids = []
-    for line in text.splitlines():
-        tokens = line.split()
-        if tokens and not tokens[0].startswith("#"):
-            ids.append(tokens[0])
-    return ids
+    lines = read_list_file(
+        path, "split file", "a text file with one image id per line (VOC ImageSets/Main/<split>.txt)",
+        ": create it or fix the split's path in the dataset YAML",
+    )
+    return [line.split()[0] for line in lines]
 
 
 def load_voc(

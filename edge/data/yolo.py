@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 from edge.data.config import DatasetConfig
 from edge.data.images import list_images
 from edge.data.records import ImageRecord
-from edge.data.sanitize import Problem, ProblemLog, check_image, clean_box, report_box
+from edge.data.sanitize import Problem, ProblemLog, check_image, clean_box, read_list_file, report_box
 from edge.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -52,22 +52,10 @@ def list_split_images(config: DatasetConfig, split: str) -> List[Path]:
                 "point the split at the images folder or a list file"
             )
         return images
-    if not source.is_file():
-        raise DataError(
-            f"YOLO split file {source} does not exist; expected a text file of image paths or a folder of "
-            "images: fix the split's path in the dataset YAML"
-        )
-    try:
-        text = source.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(
-            f"YOLO split file {source} cannot be read as UTF-8 text ({exc}); expected image paths"
-        ) from None
+    entries = read_list_file(source, "YOLO split file", "a text file of image paths or a folder of images",
+                             ": fix the split's path in the dataset YAML")
     images = []
-    for line in text.splitlines():
-        entry = line.strip()
-        if not entry or entry.startswith("#"):
-            continue
+    for entry in entries:
         p = Path(entry).expanduser()
         if not p.is_absolute():
             near_list = source.parent / p

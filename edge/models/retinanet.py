@@ -26,12 +26,12 @@ from torch import nn
 
 from ..errors import ModelError
 from . import register
+from .anchor_detector import AnchorDetector
 from .anchors import AnchorLevel, grid_anchors, match_anchors, probe_feature_sizes, retinanet_anchor_levels
 from .backbones import BACKBONES, Backbone, build_backbone
 from .base import (
     IMAGENET_NORMALIZATION,
     Detections,
-    Detector,
     LossDict,
     Target,
     as_input_size,
@@ -43,7 +43,7 @@ from .box_coding import BoxCoder
 from .fpn import FPN
 from .heads import RetinaNetHead
 from .losses import giou_loss, sigmoid_focal_loss, smooth_l1
-from .ops import box_iou, clip_boxes, cxcywh_to_xyxy
+from .ops import box_iou, cxcywh_to_xyxy
 
 logger = logging.getLogger(__name__)
 
@@ -172,13 +172,14 @@ class RetinaNetRaw:
     logits: torch.Tensor
 
 
-class RetinaNet(Detector):
+class RetinaNet(AnchorDetector):
     """RetinaNet detector. Keyword arguments: the fields of ``RetinaNetConfig`` (``variant`` picks defaults).
 
     Buffers (not in the state dict, recomputed for ``input_size``): ``anchors`` [N, 4] cxcywh input pixels.
     """
 
     arch = "retinanet"
+    first_level = 3  # FPN P3
 
     def __init__(self, **kwargs: Any):
         cfg = retinanet_config(**kwargs)
@@ -204,10 +205,6 @@ class RetinaNet(Detector):
         self.config["normalization"] = self.normalization.to_dict()
         logger.debug("RetinaNet %s: levels %s, %d anchors", cfg.variant, sizes, self.anchors.shape[0])
 
-    @property
-    def num_anchors(self) -> int:
-        return int(self.anchors.shape[0])
-
     def forward_raw(self, images: torch.Tensor) -> RetinaNetRaw:
         """images float32 [B, 3, H, W] normalized -> ``RetinaNetRaw`` (N = ``num_anchors``)."""
         check_input_size(images, self.input_size, self.arch)
@@ -217,10 +214,7 @@ class RetinaNet(Detector):
     def decode(self, raw: RetinaNetRaw) -> Detections:
         """-> boxes [B, N, 4] xyxy input pixels (clipped to the input), scores [B, N, C] = sigmoid(logits).
         Elementwise ops only: exportable to ONNX with a free batch dimension."""
-        boxes = self.box_coder.decode(raw.deltas, self.anchors)
-        if self.cfg.clip_boxes:
-            boxes = clip_boxes(boxes, float(self.input_size[1]), float(self.input_size[0]))
-        return Detections(boxes=boxes, scores=torch.sigmoid(raw.logits))
+        return Detections(boxes=self.decode_boxes(raw.deltas), scores=torch.sigmoid(raw.logits))
 
     def match(self, targets: Sequence[Target]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Per-anchor training targets: labels int64 [B, N] (class index >= 0 for positives, -1 negative,
@@ -266,12 +260,6 @@ class RetinaNet(Detector):
             box_loss = smooth_l1(raw.deltas[pos], target, beta=beta).sum() / num_pos
         total = cls_loss + self.cfg.box_loss_weight * box_loss
         return LossDict(total=total, terms={"cls": float(cls_loss.detach()), "box": float(box_loss.detach())})
-
-    def anchors_for_card(self) -> List[Any]:
-        """Per level: feature size, stride, offset 0.5 and the anchors' (w, h) in input pixels, plus the box
-        coding (center-size, variances) needed to decode raw offsets outside PyTorch."""
-        return [dict(lv.to_dict(), level=i + 3, format="cxcywh_pixels", coding="center_size",
-                     variances=list(self.box_coder.variances)) for i, lv in enumerate(self.anchor_levels)]
 
 
 @register("retinanet")

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import ModelError
 from . import register
+from .anchor_detector import AnchorDetector
 from .anchors import (
     AnchorLevel,
     grid_anchors,
@@ -38,7 +39,6 @@ from .backbones import BACKBONES, Backbone, build_backbone
 from .base import (
     IMAGENET_NORMALIZATION,
     Detections,
-    Detector,
     LossDict,
     Target,
     as_input_size,
@@ -49,7 +49,7 @@ from .base import (
 from .box_coding import BoxCoder
 from .heads import SSDHead
 from .losses import hard_negative_mask, smooth_l1
-from .ops import box_iou, clip_boxes, cxcywh_to_xyxy
+from .ops import box_iou, cxcywh_to_xyxy
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class SSDRaw:
     logits: torch.Tensor
 
 
-class SSD(Detector):
+class SSD(AnchorDetector):
     """SSD detector. Keyword arguments: the fields of ``SSDConfig`` (``variant`` picks the defaults).
 
     Buffers (not in the state dict, recomputed for ``input_size``): ``anchors`` [N, 4] cxcywh input pixels.
@@ -233,10 +233,6 @@ class SSD(Detector):
         self.config["normalization"] = self.normalization.to_dict()
         logger.debug("SSD %s: maps %s, %d default boxes", cfg.variant, sizes, self.anchors.shape[0])
 
-    @property
-    def num_anchors(self) -> int:
-        return int(self.anchors.shape[0])
-
     def forward_raw(self, images: torch.Tensor) -> SSDRaw:
         """images float32 [B, 3, H, W] normalized -> ``SSDRaw`` (N = ``num_anchors``)."""
         check_input_size(images, self.input_size, self.arch)
@@ -246,11 +242,8 @@ class SSD(Detector):
     def decode(self, raw: SSDRaw) -> Detections:
         """-> boxes [B, N, 4] xyxy input pixels (clipped to the input), scores [B, N, C] (softmax, background
         column dropped). Elementwise ops only: exportable to ONNX with a free batch dimension."""
-        boxes = self.box_coder.decode(raw.deltas, self.anchors)
-        if self.cfg.clip_boxes:
-            boxes = clip_boxes(boxes, float(self.input_size[1]), float(self.input_size[0]))
         scores = F.softmax(raw.logits, dim=-1)[..., 1:]
-        return Detections(boxes=boxes, scores=scores)
+        return Detections(boxes=self.decode_boxes(raw.deltas), scores=scores)
 
     def match(self, targets: Sequence[Target]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Per-anchor training targets: labels int64 [B, N] (0 background, class + 1 for objects) and
@@ -286,12 +279,6 @@ class SSD(Detector):
         box_loss = smooth_l1(raw.deltas[pos], offsets[pos], beta=1.0).sum() / num_pos
         total = cls_loss + self.cfg.box_loss_weight * box_loss
         return LossDict(total=total, terms={"cls": float(cls_loss.detach()), "box": float(box_loss.detach())})
-
-    def anchors_for_card(self) -> List[Any]:
-        """Per map: feature size, stride, offset 0.5 and the default boxes' (w, h) in input pixels, plus the
-        box coding (center-size, variances) needed to decode raw offsets outside PyTorch."""
-        return [dict(lv.to_dict(), level=i, format="cxcywh_pixels", coding="center_size",
-                     variances=list(self.box_coder.variances)) for i, lv in enumerate(self.anchor_levels)]
 
 
 @register("ssd")

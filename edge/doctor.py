@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge.errors import EdgeError, MissingDependencyError, ModelError
+from edge.errors import EdgeError, MissingDependencyError, ModelError, import_optional
 
 log = logging.getLogger(__name__)
 
@@ -812,11 +812,7 @@ class NmsSplit:
 
 
 def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise MissingDependencyError("onnx", "the self-test's graph split", "pip install onnx") from exc
-    return onnx
+    return import_optional("onnx", "onnx", "the self-test's graph split", "pip install onnx")
 
 
 def split_at_nms(model: Any) -> NmsSplit:

@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.errors import MissingDependencyError
+from edge.errors import import_optional
 
 PadValue = Union[int, float, Sequence[float]]
 
@@ -221,12 +221,5 @@ def _out_dtype(boxes: Any) -> type:
 
 
 def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - opencv is a core dependency
-        raise MissingDependencyError(
-            "opencv-python",
-            "letterbox resizing",
-            "install it with `pip install opencv-python` (on a Jetson: `sudo apt install python3-opencv`)",
-        ) from exc
-    return cv2
+    return import_optional("cv2", "opencv-python", "letterbox resizing",
+                           "install it with `pip install opencv-python` (on a Jetson: `sudo apt install python3-opencv`)")

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.errors import MissingDependencyError, ModelError
+from edge.errors import MissingDependencyError, ModelError, import_optional
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +143,11 @@ def postprocess(boxes: np.ndarray, scores: np.ndarray, params: Any, settings: Ev
 
 
 def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise MissingDependencyError("onnxruntime", "running ONNX models", "pip install onnxruntime") from exc
-    return onnxruntime
+    return import_optional("onnxruntime", "onnxruntime", "running ONNX models", "pip install onnxruntime")
 
 
 def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise MissingDependencyError("onnx", "reading ONNX models", "pip install onnx") from exc
-    return onnx
+    return import_optional("onnx", "onnx", "reading ONNX models", "pip install onnx")
 
 
 def load_proto(model: ModelSource) -> Any:

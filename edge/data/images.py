@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
-from edge.errors import DataError, MissingDependencyError
+from edge.errors import DataError, import_optional
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +36,8 @@ _SWAPPING_ORIENTATIONS = frozenset((5, 6, 7, 8))
 
 
 def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - opencv is a core dependency
-        raise MissingDependencyError(
-            "opencv-python",
-            "reading images",
-            "install it with `pip install opencv-python` (on a Jetson: `sudo apt install python3-opencv`)",
-        ) from exc
-    return cv2
+    return import_optional("cv2", "opencv-python", "reading images",
+                           "install it with `pip install opencv-python` (on a Jetson: `sudo apt install python3-opencv`)")
 
 
 def read_image(path: PathLike) -> np.ndarray:

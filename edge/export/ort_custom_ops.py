@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from edge.efficient_nms import PLUGIN_NAME, EfficientNMSParams, efficient_nms
-from edge.errors import MissingDependencyError, ModelError
+from edge.errors import MissingDependencyError, ModelError, import_optional
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,8 @@ def _ortx() -> Any:
 
 
 def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "onnx", "editing TensorRT-flavoured graphs for ONNX Runtime", "pip install 'edge-detect[quantize]'"
-        ) from exc
-    return onnx
+    return import_optional("onnx", "onnx", "editing TensorRT-flavoured graphs for ONNX Runtime",
+                           "pip install 'edge-detect[quantize]'")
 
 
 def _params_from(kwargs: Dict[str, Any]) -> EfficientNMSParams:

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.errors import MissingDependencyError, ModelError
+from edge.errors import ModelError, import_optional
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +159,7 @@ def preprocess_numpy(frames: np.ndarray, normalization: NormalizationSpec) -> np
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - the export extra brings torch
-        raise MissingDependencyError("torch", "exporting a PyTorch model to ONNX",
-                                     "pip install 'edge-detect[export]'") from exc
-    return torch
+    return import_optional("torch", "torch", "exporting a PyTorch model to ONNX", "pip install 'edge-detect[export]'")
 
 
 @functools.lru_cache(maxsize=None)

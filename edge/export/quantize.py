@@ -42,7 +42,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.errors import EdgeError, MissingDependencyError, ModelError
+from edge.errors import EdgeError, MissingDependencyError, ModelError, import_optional
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +61,12 @@ PRE_NMS_OUTPUTS = ("boxes", "scores")
 
 
 def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise MissingDependencyError("onnx", "edge quantize", "pip install 'edge-detect[quantize]'") from exc
-    return onnx
+    return import_optional("onnx", "onnx", "edge quantize", "pip install 'edge-detect[quantize]'")
 
 
 def _ort_quantization() -> Any:
-    try:
-        from onnxruntime import quantization
-    except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
-        raise MissingDependencyError(
-            "onnxruntime (with its quantization tools)", "INT8 quantization",
-            "pip install 'onnxruntime>=1.10'") from exc
-    return quantization
+    return import_optional("onnxruntime.quantization", "onnxruntime (with its quantization tools)",
+                           "INT8 quantization", "pip install 'onnxruntime>=1.10'")
 
 
 # ------------------------------------------------------------------------------------------------ config

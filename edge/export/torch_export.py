@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from edge.errors import DataError, MissingDependencyError, ModelError
+from edge.errors import DataError, ModelError, import_optional
 from edge.export.preprocess import (
     INPUT_LAYOUTS,
     INPUT_NAME,
@@ -189,12 +189,7 @@ class ExportSource:
 
 
 def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - the export extra brings torch
-        raise MissingDependencyError("torch", "exporting a PyTorch model to ONNX",
-                                     "pip install 'edge-detect[export]'") from exc
-    return torch
+    return import_optional("torch", "torch", "exporting a PyTorch model to ONNX", "pip install 'edge-detect[export]'")
 
 
 def _rebuilder(model: Any, arch: str, config: Dict[str, Any]) -> Callable[[Size], Any]:

@@ -61,7 +61,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.errors import MissingDependencyError, ModelError
+from edge.errors import MissingDependencyError, ModelError, import_optional
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,7 @@ _INSTALL = "pip install torchvision (the build matching your torch; on Jetson, N
 
 
 def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - the export extra brings torch
-        raise MissingDependencyError("torch", "exporting a torchvision detector",
-                                     "pip install 'edge-detect[export]'") from exc
-    return torch
+    return import_optional("torch", "torch", "exporting a torchvision detector", "pip install 'edge-detect[export]'")
 
 
 def _torchvision() -> Any:

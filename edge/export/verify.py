@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Union
 
 import numpy as np
 
-from edge.errors import MissingDependencyError, ModelError
+from edge.errors import ModelError, import_optional
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +108,11 @@ class Sample:
 
 
 def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:  # pragma: no cover - core dependency
-        raise MissingDependencyError("onnxruntime", "verifying an exported ONNX", "pip install onnxruntime") from exc
-    return onnxruntime
+    return import_optional("onnxruntime", "onnxruntime", "verifying an exported ONNX", "pip install onnxruntime")
 
 
 def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:  # pragma: no cover - core dependency
-        raise MissingDependencyError("onnx", "checking an exported ONNX", "pip install onnx") from exc
-    return onnx
+    return import_optional("onnx", "onnx", "checking an exported ONNX", "pip install onnx")
 
 
 def _model_bytes(model: ModelSource) -> bytes:

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from edge.errors import MissingDependencyError, ModelError
+from edge.errors import MissingDependencyError, ModelError, import_optional
 from edge.runtime.backend import (
     OUTPUT_NAMES,
     Backend,
@@ -69,13 +69,8 @@ class OrtOptions:
 
 
 def _import_ort() -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        raise MissingDependencyError(
-            "onnxruntime", "the ONNX Runtime backend", "pip install onnxruntime (or onnxruntime-gpu)"
-        ) from exc
-    return ort
+    return import_optional("onnxruntime", "onnxruntime", "the ONNX Runtime backend",
+                           "pip install onnxruntime (or onnxruntime-gpu)")
 
 
 def choose_providers(requested: Union[str, Sequence[str]] = "auto") -> List[str]:

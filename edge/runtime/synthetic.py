@@ -27,18 +27,14 @@ from typing import Any, List, Tuple, Union
 
 import numpy as np
 
-from edge.errors import MissingDependencyError
+from edge.errors import import_optional
 from edge.runtime.backend import LAYOUT_UINT8_NHWC_BGR, LAYOUTS
 
 CLASS_NAMES = ["tall", "wide"]
 
 
 def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise MissingDependencyError("onnx", "building the synthetic test model", "pip install onnx") from exc
-    return onnx
+    return import_optional("onnx", "onnx", "building the synthetic test model", "pip install onnx")
 
 
 def red_box_model(

@@ -238,10 +238,14 @@ class TestPatternSource(FrameSource):
                 time.sleep(self._next_t - now)
             self._next_t = max(self._next_t + 1.0 / self.fps, time.perf_counter() - 1.0 / self.fps)
         frame = out if out is not None and out.shape == self._background.shape else np.empty_like(self._background)
-        np.copyto(frame, self._background)
-        self._draw(frame, self._i)
+        self._render(frame, self._i)
         self._i += 1
         return CaptureStatus.FRAME, frame
+
+    def _render(self, frame: np.ndarray, i: int) -> None:
+        """Fill ``frame`` with frame ``i``: the background, then the moving shapes."""
+        np.copyto(frame, self._background)
+        self._draw(frame, i)
 
     def _draw(self, frame: np.ndarray, i: int) -> None:
         h, w = frame.shape[:2]
@@ -271,12 +275,13 @@ class SmearSource(TestPatternSource):
         from edge.synth import SmearScene
 
         self._scene = SmearScene(self.seed, self.width, self.height)
-        self._background = np.zeros((self.height, self.width, 3), np.uint8)  # marks the source open
+        # marks the source open and gives read() the frame shape; never copied for this source
+        self._background = np.zeros((self.height, self.width, 3), np.uint8)
         self._i = 0
         self._next_t = time.perf_counter()
 
-    def _draw(self, frame: np.ndarray, i: int) -> None:
-        self._scene.image(i, out=frame)
+    def _render(self, frame: np.ndarray, i: int) -> None:
+        self._scene.image(i, out=frame)  # the scene writes every pixel: no background copy first
 
     def close(self) -> None:
         self._scene = None

@@ -87,24 +87,26 @@ def markdown_report(doc: Dict[str, Any]) -> str:
         f"**Machine:** {machine_line(doc)}",
         "",
         f"**Input:** {src_txt}; {cfg.get('frames', '?')} frames per run, {cfg.get('repeats', '?')} interleaved "
-        f"round(s) (medians); edge-run host threads at nice +{cfg.get('host_nice', 0)}; drawing {'on' if cfg.get('draw', True) else 'off'}, annotated video written "
-        f"({cfg.get('video_suffix', '.avi')}).",
+        f"round(s) (medians); e2e inference: {_plan_text(cases[0])}; drawing "
+        f"{'on' if cfg.get('draw', True) else 'off'}, annotated video written ({cfg.get('video_suffix', '.avi')}).",
         "",
-        "| case | raw FPS | ORT defaults FPS | e2e FPS | naive FPS | e2e / raw | e2e / ORT defaults | e2e / naive "
-        "| RSS growth MB | CPU ms/frame raw / e2e / naive |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | raw FPS | ORT defaults FPS | raw parallel FPS | e2e FPS | naive FPS | e2e / raw | e2e / best raw "
+        "| e2e / naive | RSS growth MB | CPU ms/frame raw / e2e / naive |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         cpu = c.get("cpu_ms_per_frame", {})
         cpu_txt = " / ".join(_fmt(cpu.get(m)) for m in ("raw", "e2e", "naive"))
         lines.append(
             f"| {case_label(c, several)} | {_fmt(c.get('raw_fps'))} | {_fmt(c.get('raw_ort_defaults_fps'))} | "
-            f"{_fmt(c.get('e2e_fps'))} | {_fmt(c.get('naive_fps'))} | {_fmt(c.get('e2e_over_raw'), 2)} | "
-            f"{_fmt(c.get('e2e_over_raw_ort_defaults'), 2)} | {_fmt(c.get('e2e_over_naive'), 2)} | "
+            f"{_fmt(c.get('raw_parallel_fps'))} | {_fmt(c.get('e2e_fps'))} | {_fmt(c.get('naive_fps'))} | "
+            f"{_fmt(c.get('e2e_over_raw'), 2)} | {_fmt(c.get('e2e_over_raw_best'), 2)} | {_fmt(c.get('e2e_over_naive'), 2)} | "
             f"{_fmt(c.get('rss_growth_mb'))} | {cpu_txt} |"
         )
-    lines += ["", "raw: inference alone on the loops' own session (spinning off); ORT defaults: ONNX Runtime alone "
-              "as a user runs it (all cores, spinning on); e2e: `edge-run`'s threaded loop; naive: one thread."]
+    lines += ["", "raw: inference calls alone, back to back from one thread on a session over every core (spinning "
+              "off); ORT defaults: the same with ONNX Runtime's own defaults (spinning on); raw parallel: inference "
+              "alone from as many threads as e2e has inference workers, on e2e's session; best raw: the highest "
+              "of the three; e2e: `edge-run`'s threaded loop; naive: one thread, one frame at a time."]
     lines += ["", "Per-stage latency of the e2e run, p50 / p99 ms (raw: inference calls alone):", ""]
     stages = [s for s in STAGE_ORDER if any(s in c.get("stages_ms", {}) for c in cases)]
     lines.append("| case | " + " | ".join(stages) + " | glass-to-glass | raw infer |")
@@ -118,6 +120,15 @@ def markdown_report(doc: Dict[str, Any]) -> str:
         cells.append(f"{_fmt(r.get('p50_ms'), 2)} / {_fmt(r.get('p99_ms'), 2)}")
         lines.append(f"| {case_label(c, several)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _plan_text(case: Dict[str, Any]) -> str:
+    plan = case.get("inference_plan")
+    if not plan:
+        return "1 worker"
+    workers, threads = plan.get("workers", 1), plan.get("threads", 0)
+    return (f"{workers} worker{'s' if workers != 1 else ''} x {threads or 'all'} thread(s), host threads at "
+            f"nice +{plan.get('host_nice', 0)}")
 
 
 def _pyplot() -> Any:

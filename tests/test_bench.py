@@ -13,6 +13,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -80,9 +81,11 @@ def _check_case(case: dict, frames: int) -> None:
         values = [r[f"{mode}_fps"] for r in case["rounds"]]
         assert min(values) <= case[f"{mode}_fps"] <= max(values)
     if len(case["rounds"]) == 1:  # latencies and FPS then come from the same runs
-        # a pipeline is no faster than its slowest serial stage: frames pass infer and sink one at a time
-        for serial in ("infer", "sink"):
-            assert case["e2e_fps"] <= 1.05 * 1000.0 / stages[serial]["mean_ms"], serial
+        # a pipeline is no faster than its slowest stage: frames pass the sink one at a time, and inference
+        # N at a time with N workers
+        workers = case["inference_plan"]["workers"]
+        assert case["e2e_fps"] <= 1.05 * 1000.0 / stages["sink"]["mean_ms"]
+        assert case["e2e_fps"] <= 1.05 * workers * 1000.0 / stages["infer"]["mean_ms"]
         assert case["raw_fps"] == pytest.approx(1000.0 / case["raw_latency_ms"]["mean_ms"], rel=0.02)
     assert case["e2e_steady_fps"] > 0
     assert set(case["naive_stages_ms"]) >= {"capture", "preprocess", "infer", "draw", "sink"}
@@ -104,6 +107,17 @@ def test_bench_document_has_the_figures_and_they_are_consistent(doc, model):
     assert case["raw_ort_defaults_fps"] > 0 and doc["raw_ort_defaults_fps"] == case["raw_ort_defaults_fps"]
     for r in case["rounds"]:
         assert r["e2e_over_raw_ort_defaults"] == pytest.approx(r["e2e_fps"] / r["raw_ort_defaults_fps"], abs=1e-4)
+    # e2e ran as edge-run runs a file (edge.runtime.plan), with its own ceiling; the best raw is the highest
+    plan = case["inference_plan"]
+    assert plan["threads"] == 1 and doc["inference_plan"] == plan
+    if plan["workers"] > 1:
+        assert case["raw_parallel_fps"] > 0
+        assert "1 threads" in case["e2e_backend"] or "1 thread" in case["e2e_backend"]
+    for r in case["rounds"]:
+        ceilings = [v for v in (r["raw_fps"], r["raw_ort_defaults_fps"], r["raw_parallel_fps"]) if v]
+        assert r["raw_best_fps"] == max(ceilings)
+        assert r["e2e_over_raw_best"] == pytest.approx(r["e2e_fps"] / r["raw_best_fps"], abs=1e-4)
+        assert (r["raw_parallel_fps"] is None) == (plan["workers"] == 1)
     assert doc["source"]["uri"] == "generated" and doc["source"]["frame_size"] == [160, 120]
     m = doc["machine"]
     assert m["cores"] >= 1 and m["cpu"] and m["onnxruntime"] and m["ort_threads"] == 1 and m["date"]
@@ -125,6 +139,28 @@ def test_bench_on_a_given_video_with_two_models(model, tmp_path):
     assert doc["source"] == {"uri": str(video), "kind": "file", "frame_size": [200, 150]}
     assert doc["raw_ort_defaults_fps"] is None  # not asked for
     assert not list((tmp_path / "w").glob("*.avi"))  # the annotated videos are removed after each run
+
+
+def test_raw_parallel_runs_every_call_from_several_threads(model):
+    from edge.bench import measure_raw_parallel
+
+    backend = default_backend_factory(model, None, 1)
+    frame = np.full((120, 160, 3), 40, np.uint8)
+    calls = []
+    real = backend._infer
+
+    def counting(batch):
+        calls.append(threading.get_ident())
+        return real(batch)
+
+    backend._infer = counting
+    out = measure_raw_parallel(backend, frame, 21, workers=3, warmup=1)
+    assert out["fps"] > 0 and out["iterations"] == 21 and out["workers"] == 3
+    assert len(calls) == 21 + 3 and len(set(calls)) == 3  # warm-up + measured, from three threads
+    backend.concurrent_infer = False
+    with pytest.raises(EdgeError, match="concurrent_infer"):
+        measure_raw_parallel(backend, frame, 4, workers=2)
+    backend.close()
 
 
 def test_reports_markdown_and_png(doc, tmp_path):

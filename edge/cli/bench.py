@@ -54,15 +54,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input sizes to bench: graphs with a free size (edge export --dynamic-hw) run at each, "
                         "a fixed-size graph at its own size only (the other sizes are skipped for it)")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="ONNX Runtime intra-op threads for all modes (0: all cores, as edge-run)")
+                   help="ONNX Runtime intra-op threads of raw and naive, and of each e2e worker when given "
+                        "(0: all cores for raw and naive, edge-run's choice for e2e)")
+    p.add_argument("--infer-workers", type=int, default=0, metavar="N",
+                   help="edge-run's inference workers in e2e (0: edge-run's choice for a file source)")
     p.add_argument("--repeats", type=int, default=3, metavar="N", help="interleaved rounds; medians reported (3)")
     p.add_argument("--raw-iterations", type=int, default=0, metavar="N",
                    help="inference calls per raw measurement (0: as many as --frames)")
     p.add_argument("--json", required=True, metavar="OUT", help="write the results document here")
     p.add_argument("--report-dir", default=None, metavar="DIR", help="also write bench.md and bench.png here")
     p.add_argument("--queue-size", type=int, default=2, metavar="N", help="edge-run's queue size (2)")
-    p.add_argument("--host-nice", type=int, default=10, metavar="N",
-                   help="nice increment of edge-run's host-stage threads (10, the edge-run default; 0: none)")
+    p.add_argument("--host-nice", type=int, default=None, metavar="N",
+                   help="nice increment of edge-run's host-stage threads (default: edge-run's choice, "
+                        "10 with one inference worker, 0 with several)")
     p.add_argument("--no-draw", action="store_true", help="do not annotate frames in e2e and naive")
     p.add_argument("--no-raw-reference", action="store_true",
                    help="skip timing ONNX Runtime alone with its own defaults (spinning threads) as a second ceiling")
@@ -103,7 +107,9 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--raw-iterations", str(args.raw_iterations)]
     if args.queue_size != 2:
         parts += ["--queue-size", str(args.queue_size)]
-    if args.host_nice != 10:
+    if args.infer_workers:
+        parts += ["--infer-workers", str(args.infer_workers)]
+    if args.host_nice is not None:
         parts += ["--host-nice", str(args.host_nice)]
     if args.no_draw:
         parts.append("--no-draw")
@@ -129,8 +135,10 @@ def format_summary(doc: dict) -> str:
         lines.append(
             f"{case_label(c, True)}: raw {c['raw_fps']:.1f} FPS"
             + (f" (ORT defaults {c['raw_ort_defaults_fps']:.1f})" if c.get("raw_ort_defaults_fps") else "")
+            + (f" (parallel {c['raw_parallel_fps']:.1f})" if c.get("raw_parallel_fps") else "")
             + f", e2e {c['e2e_fps']:.1f} FPS "
-            f"({c['e2e_over_raw']:.2f}x raw, {c['e2e_over_naive']:.2f}x naive), naive {c['naive_fps']:.1f} FPS, "
+            f"({c['e2e_over_raw']:.2f}x raw, {c.get('e2e_over_raw_best') or 0:.2f}x the best raw, "
+            f"{c['e2e_over_naive']:.2f}x naive), naive {c['naive_fps']:.1f} FPS, "
             f"RSS growth {c['rss_growth_mb']:.1f} MB, CPU ms/frame raw {cpu.get('raw', 0):.1f} "
             f"e2e {cpu.get('e2e', 0):.1f} naive {cpu.get('naive', 0):.1f}"
         )
@@ -144,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(
         frames=args.frames, repeats=args.repeats, threads=args.threads, queue_size=args.queue_size,
         raw_iterations=args.raw_iterations,
-        host_nice=args.host_nice, draw=not args.no_draw, raw_reference=not args.no_raw_reference, video_suffix=args.video_suffix, clip_size=tuple(args.clip_size),
+        host_nice=args.host_nice, infer_workers=args.infer_workers, draw=not args.no_draw, raw_reference=not args.no_raw_reference, video_suffix=args.video_suffix, clip_size=tuple(args.clip_size),
     ).validate()
     out = Path(args.json)
     if not out.parent.exists():

@@ -2,13 +2,15 @@
 
     edge-run [MODEL] [--source URI | --camera N] [--max-frames N] [--headless] [--output FILE]
              [--stats-json FILE] [--detections-out FILE] [--serve [HOST]:PORT]
-             [--backend {auto,onnxruntime,tensorrt}]
+             [--backend {auto,onnxruntime,tensorrt}] [--infer-workers N] [--threads N] [--host-nice N]
 
 MODEL: a deploy ONNX (NMS inside, from ``edge surgery``), a TensorRT engine (``edge build``), a pre-NMS
 ONNX (NMS is appended first, into ``NAME.nms.onnx``) or a training checkpoint (exported first, into
 ``NAME_deploy/``, where torch is installed); without it the bundled model in ``edge/assets/`` runs. The
 backend follows the file: TensorRT for engines, ONNX Runtime (CPU, or CUDA when present) for ONNX. Sources: see ``edge.runtime.sources`` (``test://`` needs
-no camera). This module also serves as the ``edge run`` verb (``HELP``, ``add_arguments``, ``run``).
+no camera). How many frames are inferred at once, on how many threads, follows the backend and the source
+(``edge.runtime.plan``: live sources one frame at a time for latency, files several for throughput). This
+module also serves as the ``edge run`` verb (``HELP``, ``add_arguments``, ``run``).
 """
 
 from __future__ import annotations
@@ -54,7 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", type=float, default=0.0, metavar="T",
                    help="extra score threshold on top of the model's own")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="ONNX Runtime intra-op threads (0: all cores)")
+                   help="ONNX Runtime intra-op threads per inference (0: choose: all cores for one worker, "
+                        "cores / N for N workers)")
+    p.add_argument("--infer-workers", type=int, default=0, metavar="N",
+                   help="frames inferred at once (0: choose: 1 for live sources and TensorRT, 2 for files on a "
+                        "CPU with 2+ cores; see edge.runtime.plan)")
+    p.add_argument("--host-nice", type=int, default=None, metavar="N",
+                   help="nice increment of the host-stage threads (default: 10 with one inference worker, "
+                        "0 with several)")
     p.add_argument("--queue-size", type=int, default=2, metavar="N", help="frames buffered between stages")
     p.add_argument("--no-draw", action="store_true", help="do not annotate frames")
     p.add_argument("--log-every", type=float, default=5.0, metavar="S",
@@ -124,6 +133,19 @@ def open_backend(model: Path, choice: str = "auto", *, threads: int = 0, spin: b
     log.info("backend: onnxruntime (%s)%s", backend.providers[0],
              "" if choice == "onnxruntime" else "; for TensorRT, `edge build` this ONNX and run the engine")
     return backend
+
+
+def inference_plan(model: Path, choice: str = "auto", *, live: bool, workers: int = 0, threads: int = 0,
+                   host_nice: Optional[int] = None) -> Any:
+    """``edge.runtime.plan.plan_inference`` for the backend ``open_backend`` will pick for ``model``."""
+    from edge.runtime.plan import plan_inference
+
+    if model.suffix.lower() in ENGINE_SUFFIXES or choice == "tensorrt":
+        return plan_inference("tensorrt", live=live, workers=workers, threads=threads, host_nice=host_nice)
+    from edge.runtime.onnxruntime_backend import choose_providers
+
+    gpu = choose_providers("auto")[0] != "CPUExecutionProvider"
+    return plan_inference("onnxruntime", live=live, gpu=gpu, workers=workers, threads=threads, host_nice=host_nice)
 
 
 def deploy_from_pre_nms(model: Path, cause: Exception) -> Path:
@@ -223,11 +245,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_frames < 0:
         raise EdgeError(f"--max-frames must be >= 0, found {args.max_frames}")
-    config = PipelineConfig(queue_size=args.queue_size, conf_threshold=args.conf, draw=not args.no_draw,
-                            max_frames=args.max_frames, log_every_s=args.log_every).validate()
     spec = _source_spec(args)
     model = Path(args.model) if args.model else bundled.bundled_model()
-    backend = open_backend(model, args.backend, threads=args.threads, spin=False,
+    plan = inference_plan(model, args.backend, live=spec.live, workers=args.infer_workers, threads=args.threads,
+                          host_nice=args.host_nice)
+    config = PipelineConfig(queue_size=args.queue_size, conf_threshold=args.conf, draw=not args.no_draw,
+                            max_frames=args.max_frames, log_every_s=args.log_every, infer_workers=plan.workers,
+                            host_nice=plan.host_nice).validate()
+    log.info("inference: %s", plan.describe())
+    backend = open_backend(model, args.backend, threads=plan.threads, spin=False,
                            cuda_graph=args.cuda_graph, check_key=not args.no_engine_check)
     try:
         fmt = backend.input_format

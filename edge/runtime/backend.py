@@ -21,6 +21,9 @@ The contract (``conformance_report`` checks it; tests run it on every backend pr
 4. ``0 <= num_detections <= K``; boxes finite; classes in ``[0, num_classes)`` when classes are known.
 5. ``close()`` frees everything and is idempotent; ``infer`` after ``close`` raises ``EdgeError``.
    Backends are context managers.
+6. A backend whose ``concurrent_infer`` is True may be called from several threads at once (the
+   pipeline's parallel inference workers); each call's results equal those of the same call alone.
+   Backends that own one set of device buffers and one stream (TensorRT) leave it False.
 
 Public ``infer`` validates, private ``_infer`` works (the Polygraphy pattern).
 """
@@ -281,6 +284,8 @@ class Backend(abc.ABC):
     """
 
     name = "backend"
+    #: ``infer`` may run on several threads at once (contract point 6); False: one call at a time.
+    concurrent_infer = False
 
     def __init__(self) -> None:
         self.info: Optional[ModelInfo] = None
@@ -429,7 +434,11 @@ def conformance_report(
                 problems.append(f"{label} image {i}: classes {classes.tolist()} outside [0, {num_classes})")
             if scores.size > 1 and np.any(np.diff(scores) > 1e-6):
                 problems.append(f"{label} image {i}: scores not in descending order")
-    # 3. validation errors, not crashes
+    # 3. concurrent calls (backends that allow them) give what the same calls give alone
+    if getattr(backend, "concurrent_infer", False):
+        problems.extend(_concurrency_problems(backend, batches[:2], [snapshot, [a.copy() for a in (
+            second.num, second.boxes, second.scores, second.classes)]]))
+    # 4. validation errors, not crashes
     wrong = np.zeros(tuple(max(1, d) + (1 if i == len(spec.shape) - 1 else 0) for i, d in enumerate(spec.shape)),
                      spec.dtype)
     for bad, what in ((wrong, "a wrong shape"), (batches[0].astype(np.float64), "a wrong dtype")):
@@ -441,6 +450,46 @@ def conformance_report(
         except Exception as exc:  # noqa: BLE001 - the contract says ModelError
             problems.append(f"infer() with {what} raised {type(exc).__name__}, not ModelError: {exc}")
     return problems
+
+
+def _concurrency_problems(backend: Backend, batches: Sequence[np.ndarray], expected: Sequence[Sequence[np.ndarray]],
+                          threads: int = 4, calls: int = 6) -> List[str]:
+    """``threads`` threads call ``infer`` ``calls`` times each at once, alternating the batches; every
+    result must equal that batch's result alone (``expected``: num, boxes, scores, classes per batch)."""
+    import threading
+
+    problems: List[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(threads)
+
+    def work(t: int) -> None:
+        try:
+            backend.bind_thread()
+            try:
+                start.wait(timeout=30)
+                for c in range(calls):
+                    i = (t + c) % len(batches)
+                    det = backend.infer(batches[i])
+                    got = (det.num, det.boxes, det.scores, det.classes)
+                    if any(a.shape != b.shape or not np.allclose(a, b, atol=1e-4) for a, b in zip(got, expected[i])):
+                        with lock:
+                            problems.append(f"a concurrent infer() of batch {i} differs from the same call alone")
+                        return
+            finally:
+                backend.release_thread()
+        except threading.BrokenBarrierError:
+            pass  # another thread failed first and said why
+        except Exception as exc:  # noqa: BLE001 - reported as a violation
+            start.abort()
+            with lock:
+                problems.append(f"concurrent infer() raised {type(exc).__name__}: {exc}")
+
+    workers = [threading.Thread(target=work, args=(t,), name=f"conformance-{t}") for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sorted(set(problems))
 
 
 def measure_throughput(backend: Backend, batch: np.ndarray, iterations: int = 100, warmup: int = 5) -> float:

@@ -108,6 +108,9 @@ class OnnxRuntimeBackend(Backend):
     """A deploy ONNX (NMS inside) run by ONNX Runtime. See ``edge.runtime.backend`` for the contract."""
 
     name = "onnxruntime"
+    # InferenceSession.run may be called from several threads at once; each call gets its own
+    # intermediate buffers (pipeline parallel inference workers, ``PipelineConfig.infer_workers``)
+    concurrent_infer = True
 
     def __init__(
         self,
@@ -171,7 +174,6 @@ class OnnxRuntimeBackend(Backend):
             max_detections=int(k),
             sidecar=dict(sidecar),
         )
-        self._feed: Dict[str, np.ndarray] = {}
         log.info("%s", self.describe())
 
     def describe(self) -> str:
@@ -183,14 +185,11 @@ class OnnxRuntimeBackend(Backend):
         )
 
     def _infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
-        feed = self._feed
-        feed[self._input_spec.name] = batch  # type: ignore[union-attr]
+        # a feed dict per call: InferenceSession.run is thread-safe, so concurrent callers share the session
         try:
-            results = self._session.run(self._run_names, feed)
+            results = self._session.run(self._run_names, {self._input_spec.name: batch})  # type: ignore[union-attr]
         except Exception as exc:
             raise ModelError(f"ONNX Runtime failed on {self.info.path.name}: {exc}") from exc  # type: ignore[union-attr]
-        finally:
-            feed.clear()
         return dict(zip(OUTPUT_NAMES, results))
 
     def _close(self) -> None:

@@ -2,9 +2,10 @@
 
 ::
 
-    CaptureThread --get()--> preprocess --q--> infer --q--> postprocess --q--> draw --q--> sink(s)
-         ^                                                                               |
-         +----------------------------- frame buffers (FramePool) <-----------------------+
+                                             +-> infer 0 -+
+    CaptureThread --get()--> preprocess --q--+    ...     +--q--> postprocess --q--> draw --q--> sink(s)
+         ^                                   +-> infer N -+       (in order)                    |
+         +----------------------------- frame buffers (FramePool) <-----------------------------+
 
 * Bounded queues between stages (``queue_size``), so a slow stage applies back-pressure instead of
   growing memory; frame buffers come from a fixed pool and go back after the sinks, and network inputs
@@ -12,9 +13,14 @@
 * preprocess: ``edge.letterbox.letterbox`` straight into the input tensor (uint8 NHWC graphs: nothing
   else), or letterbox + BGR->RGB + HWC->CHW + normalization into a preallocated float tensor.
 * infer: ``Backend.infer`` (ONNX Runtime or TensorRT); the only stage that touches the backend, so a
-  TensorRT backend's CUDA context lives on this thread.
-* postprocess: boxes from network-input pixels back to frame pixels (``LetterboxParams.to_source``),
-  optional extra score threshold.
+  TensorRT backend's CUDA context lives on this thread. With ``infer_workers`` N > 1 (backends whose
+  ``concurrent_infer`` is True: ONNX Runtime) N threads take frames from the same queue and run
+  inference on N frames at once: on a CPU, N single-threaded inferences side by side do more frames per
+  second than one inference spread over every core (no barrier between the cores after each operator),
+  at the cost of each frame's own latency. ``edge.runtime.plan`` decides N for a backend and source.
+* postprocess: puts frames back in capture order (a reorder buffer keyed by the preprocess sequence
+  number; with parallel workers frames can finish out of order), then maps boxes from network-input
+  pixels back to frame pixels (``LetterboxParams.to_source``), optional extra score threshold.
 * draw: boxes, labels, scores and FPS drawn in place on the frame.
 * sink: every sink in turn (window, video file, JSON lines, MJPEG); encoding happens here or in the
   MJPEG server's own thread, never in the inference thread.
@@ -32,7 +38,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -52,6 +58,8 @@ _EMPTY_BOXES = np.zeros((0, 4), np.float32)
 _EMPTY_F = np.zeros((0,), np.float32)
 _EMPTY_I = np.zeros((0,), np.int32)
 
+MAX_INFER_WORKERS = 16
+
 __all__ = ["FramePacket", "Pipeline", "PipelineConfig", "Preprocessor", "naive_loop", "postprocess"]
 
 
@@ -66,6 +74,8 @@ class PipelineConfig:
     log_every_s: seconds between progress lines in the log (0: none).
     warmup: backend warm-up runs before the clock starts.
     capture_timeout_s: how long the loop waits for a frame before counting a capture timeout.
+    infer_workers: inference threads taking frames from the preprocess queue (1: one frame at a time;
+        N > 1 needs a backend with ``concurrent_infer``, see ``edge.runtime.plan``).
     host_nice: added to the nice value of the host-stage threads (capture, preprocess, postprocess,
         draw, sink; Linux), so the inference threads preempt them and host work fills the gaps inference
         leaves instead of stretching it (see ``edge.runtime.priority``). 0 keeps every thread equal.
@@ -80,6 +90,7 @@ class PipelineConfig:
     warmup: int = 1
     capture_timeout_s: float = 2.0
     host_nice: int = 10
+    infer_workers: int = 1
     reopen: ReopenPolicy = field(default_factory=ReopenPolicy)
 
     def validate(self) -> "PipelineConfig":
@@ -93,6 +104,8 @@ class PipelineConfig:
             raise EdgeError("capture_timeout_s must be > 0")
         if not 0 <= self.host_nice <= 19:
             raise EdgeError(f"host_nice must be in [0, 19], found {self.host_nice}")
+        if not 1 <= self.infer_workers <= MAX_INFER_WORKERS:
+            raise EdgeError(f"--infer-workers must be in [1, {MAX_INFER_WORKERS}], found {self.infer_workers}")
         self.reopen.validate()
         return self
 
@@ -102,6 +115,8 @@ class FramePacket:
     """One frame on its way through the stages.
 
     frame: uint8 [H, W, 3] BGR (a pool buffer; annotated in place by the draw stage).
+    seq: 0, 1, 2... in the order preprocess took the frames (``index`` is the source's own frame number,
+    which skips the frames a live source dropped); the postprocess stage restores this order.
     params: how the frame maps into the network input. input: the network input tensor (a pool buffer,
     given back right after inference). boxes [n, 4] xyxy frame pixels, scores [n], classes [n]: after
     postprocess.
@@ -110,6 +125,7 @@ class FramePacket:
     index: int
     frame: np.ndarray
     capture_ts: float
+    seq: int = 0
     params: Optional[LetterboxParams] = None
     input: Optional[np.ndarray] = None
     detections: Optional[DetectionBatch] = None
@@ -162,6 +178,13 @@ class Pipeline:
         self.config = (config or PipelineConfig()).validate()
         self.stats = stats or RunStats()
         fmt = backend.input_format
+        workers = self.config.infer_workers
+        if workers > 1 and not getattr(backend, "concurrent_infer", False):
+            raise ModelError(
+                f"{backend.describe()} runs one inference at a time (one set of buffers and one stream); "
+                f"--infer-workers {workers} needs a backend that takes concurrent calls (ONNX Runtime): "
+                "use --infer-workers 1"
+            )
         if fmt.batch not in (1, -1):
             raise ModelError(
                 f"{backend.describe()} has a static batch of {fmt.batch}; edge-run feeds one frame at a time: "
@@ -177,11 +200,16 @@ class Pipeline:
         self._ready = threading.Event()
         self.end_reason = ""
         qs = self.config.queue_size
-        self.frame_pool = FramePool(2 * qs + 6)
+        # every frame in flight holds a pool buffer: queues, the stage threads (N inference workers among
+        # them), the capture queue and the reorder buffer's share; inputs are held from preprocess to infer
+        self.frame_pool = FramePool(2 * qs + 5 + 2 * workers)
         self._input_free: "queue.Queue[np.ndarray]" = queue.Queue()
-        for _ in range(qs + 2):
+        for _ in range(qs + 1 + workers):
             self._input_free.put(self.preprocessor.new_buffer())
         self._queues = [queue.Queue(maxsize=qs) for _ in range(4)]
+        self._infer_lock = threading.Lock()  # the infer tracker and counter, shared by the workers
+        self._workers_ready = 0
+        self._workers_running = workers
         self.capture: Optional[CaptureThread] = None
 
     # -- control ---------------------------------------------------------------------------------
@@ -272,7 +300,8 @@ class Pipeline:
                     self.frame_pool.release(item.frame)
                     return
                 t0 = time.perf_counter()
-                packet = FramePacket(item.index, item.frame, item.timestamp, input=buf)  # type: ignore[arg-type]
+                packet = FramePacket(item.index, item.frame, item.timestamp, seq=taken,  # type: ignore[arg-type]
+                                     input=buf)
                 packet.params = self.preprocessor(packet.frame, buf)
                 tracker.add(time.perf_counter() - t0)
                 taken += 1
@@ -283,65 +312,116 @@ class Pipeline:
             self._fail(exc)
         finally:
             capture.stop()
-            self._put(self._queues[0], _STOP)
+            for _ in range(cfg.infer_workers):  # one end marker per inference worker
+                self._put(self._queues[0], _STOP)
 
     def _stage_loop(self, name: str, q_in: "queue.Queue[Any]", q_out: Optional["queue.Queue[Any]"],
-                    fn: Callable[[FramePacket], None]) -> None:
+                    fn: Callable[[FramePacket], None], *, in_order: bool = False) -> None:
+        """One host stage: take packets from ``q_in``, apply ``fn``, pass them on. ``in_order``: hold a
+        packet until every packet with a lower ``seq`` has passed (the reorder buffer behind parallel
+        inference workers)."""
         tracker = self.stats.stages[name]
+        pending: Dict[int, FramePacket] = {}
+        next_seq = 0
         try:
-            if name == "infer":
-                self._infer_setup()
-            else:
-                lower_thread_priority(self.config.host_nice)
+            lower_thread_priority(self.config.host_nice)
+            running = True
+            while running:
+                packet = self._get(q_in)
+                if packet is _STOP:
+                    break
+                if in_order:
+                    pending[packet.seq] = packet
+                    packet = pending.pop(next_seq, None)
+                while packet is not None:
+                    next_seq = packet.seq + 1
+                    t0 = time.perf_counter()
+                    try:
+                        fn(packet)
+                    except BaseException:
+                        self._release(packet)
+                        raise
+                    tracker.add(time.perf_counter() - t0)
+                    if q_out is not None and not self._put(q_out, packet):
+                        self._release(packet)
+                        running = False
+                        break
+                    packet = pending.pop(next_seq, None) if in_order else None
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            self._fail(exc)
+        finally:
+            if pending and not self._abort.is_set():
+                log.error("%s: %d frame(s) never got their turn (first missing: %d)", name, len(pending), next_seq)
+            for leftover in pending.values():
+                self._release(leftover)
+            if q_out is not None:
+                self._put(q_out, _STOP)
+            self._drain(q_in)
+
+    def _drain(self, q: "queue.Queue[Any]") -> None:
+        """Give back the buffers of packets left in ``q`` (after an abort; empty after a normal end)."""
+        while True:
+            try:
+                leftover = q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(leftover, FramePacket):
+                self._release(leftover)
+
+    def _infer_loop(self) -> None:
+        """One inference worker (``infer_workers`` of them share the preprocess queue). The last worker to
+        finish passes the end marker on."""
+        tracker = self.stats.stages["infer"]
+        q_in, q_out = self._queues[0], self._queues[1]
+        try:
+            self._infer_setup()
             while True:
                 packet = self._get(q_in)
                 if packet is _STOP:
                     break
                 t0 = time.perf_counter()
                 try:
-                    fn(packet)
+                    packet.detections = self.backend.infer(packet.input)  # type: ignore[arg-type]
                 except BaseException:
                     self._release(packet)
                     raise
-                tracker.add(time.perf_counter() - t0)
-                if q_out is not None and not self._put(q_out, packet):
+                elapsed = time.perf_counter() - t0
+                self._input_free.put(packet.input)  # type: ignore[arg-type]
+                packet.input = None
+                with self._infer_lock:
+                    tracker.add(elapsed)
+                    self.stats.counters.inferred += 1
+                if not self._put(q_out, packet):
                     self._release(packet)
                     break
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             self._fail(exc)
             self._ready.set()
         finally:
-            if name == "infer":
-                self._infer_teardown()
-            if q_out is not None:
+            self._infer_teardown()
+            with self._infer_lock:
+                self._workers_running -= 1
+                last = self._workers_running == 0
+            if last:
                 self._put(q_out, _STOP)
-            # drain what is left so buffers are not stranded (on abort)
-            while True:
-                try:
-                    leftover = q_in.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(leftover, FramePacket):
-                    self._release(leftover)
+                self._drain(q_in)
 
     def _infer_setup(self) -> None:
-        """On the infer thread, before any frame: bind the backend (CUDA context) and warm it up."""
+        """On an inference thread, before any frame: bind the backend (CUDA context) and warm it up; the
+        run starts when every worker is ready."""
         self.backend.bind_thread()
         if self.config.warmup:
             self.backend.warmup(self.config.warmup)
-        self._ready.set()
+        with self._infer_lock:
+            self._workers_ready += 1
+            if self._workers_ready == self.config.infer_workers:
+                self._ready.set()
 
     def _infer_teardown(self) -> None:
         try:
             self.backend.release_thread()
         except Exception as exc:  # noqa: BLE001 - never mask the run's own outcome
             log.warning("releasing the inference thread failed: %s", exc)
-
-    def _infer(self, packet: FramePacket) -> None:
-        packet.detections = self.backend.infer(packet.input)  # type: ignore[arg-type]
-        self._input_free.put(packet.input)  # type: ignore[arg-type]
-        packet.input = None
-        self.stats.counters.inferred += 1
 
     def _postprocess(self, packet: FramePacket) -> None:
         self.stats.counters.detections += postprocess(packet, self.config.conf_threshold)
@@ -369,12 +449,17 @@ class Pipeline:
             max_frames=cfg.max_frames if not self.source.live else 0, nice=cfg.host_nice,
         )
         q = self._queues
+        workers = cfg.infer_workers
+        infer_threads = [
+            threading.Thread(target=self._infer_loop, name="edge-infer" if workers == 1 else f"edge-infer-{i}",
+                             daemon=True)
+            for i in range(workers)
+        ]
         threads = [
             threading.Thread(target=self._preprocess_loop, name="edge-preprocess", daemon=True),
-            threading.Thread(target=self._stage_loop, args=("infer", q[0], q[1], self._infer),
-                             name="edge-infer", daemon=True),
+            *infer_threads,
             threading.Thread(target=self._stage_loop, args=("postprocess", q[1], q[2], self._postprocess),
-                             name="edge-postprocess", daemon=True),
+                             kwargs={"in_order": True}, name="edge-postprocess", daemon=True),
             threading.Thread(target=self._stage_loop, args=("draw", q[2], q[3], self._draw),
                              name="edge-draw", daemon=True),
             threading.Thread(target=self._stage_loop, args=("sink", q[3], None, self._sink),
@@ -382,20 +467,23 @@ class Pipeline:
         ]
         self.stats.meta.setdefault("source", self.source.describe())
         self.stats.meta.setdefault("backend", self.backend.describe())
-        # the infer thread binds the backend and warms it up before the clock and the capture start
-        threads[1].start()
+        self.stats.meta["infer_workers"] = workers
+        # the infer threads bind the backend and warm it up before the clock and the capture start
+        for t in infer_threads:
+            t.start()
         while not self._ready.wait(0.1):
-            if not threads[1].is_alive():
+            if not any(t.is_alive() for t in infer_threads):
                 break
         if self._errors:  # binding or warming up the backend failed: nothing ran, release everything
-            threads[1].join()
+            for t in infer_threads:  # the failure aborted the run: the other workers stop too
+                t.join()
             self.source.close()
             self._close_sinks()
             raise self._errors[0]
         self.stats.start()
         self.capture.start()
         for t in threads:
-            if t is not threads[1]:
+            if t not in infer_threads:
                 t.start()
         next_log = time.perf_counter() + cfg.log_every_s if cfg.log_every_s > 0 else float("inf")
         try:

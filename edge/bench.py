@@ -512,13 +512,14 @@ def _video_sink(path: Path, fps: float) -> Any:
 def measure_e2e(backend: Any, source_uri: str, frames: int, out_video: Path, config: BenchConfig,
                 plan: Optional[InferencePlan] = None) -> Dict[str, Any]:
     """The ``edge-run`` Pipeline from ``source_uri`` for ``frames`` frames, drawing (per ``config``) and
-    writing ``out_video``, with ``plan``'s inference workers and host priority (default: one worker, host
-    threads at nice +10); returns the run's statistics plus resident-memory figures."""
+    writing ``out_video``, with ``plan``'s inference workers, host priority and decoder threads (default: one
+    worker, host threads at nice +10, FFmpeg's decoder threads); returns the run's statistics plus
+    resident-memory figures."""
     from edge.runtime.pipeline import Pipeline, PipelineConfig
     from edge.runtime.sources import open_source, parse_source
     from edge.runtime.stats import RunStats
 
-    source = open_source(parse_source(source_uri))
+    source = open_source(parse_source(source_uri), decode_threads=plan.decode_threads if plan is not None else 0)
     source.open()
     stats = RunStats()
     workers = plan.workers if plan is not None else 1

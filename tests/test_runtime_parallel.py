@@ -286,6 +286,42 @@ def test_plan_tensorrt_runs_one_inference_at_a_time():
     assert plan_inference("custom", live=False, concurrent=False, cores=4).workers == 1
 
 
+def test_plan_decodes_video_files_on_one_thread_when_inference_is_on_the_cpu():
+    assert plan_inference("onnxruntime", live=False, cores=2).decode_threads == 1
+    assert plan_inference("onnxruntime", live=True, cores=2).decode_threads == 1
+    assert plan_inference("onnxruntime", live=False, cores=2, gpu=True).decode_threads == 0
+    assert plan_inference("tensorrt", live=False, cores=2).decode_threads == 0
+
+
+def test_video_file_decoder_threads_are_set_and_frames_are_the_same(tmp_path):
+    from edge.runtime.sources import CaptureStatus, VideoFileSource
+
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (W, H))
+    for i in range(12):
+        writer.write(_frame(i))
+    writer.release()
+    frames = {}
+    for threads in (0, 1):
+        src = open_source(parse_source(str(path)), decode_threads=threads)
+        assert isinstance(src, VideoFileSource) and src.decode_threads == threads
+        src.open()
+        if threads and hasattr(cv2, "CAP_PROP_N_THREADS"):
+            assert src._cap.get(cv2.CAP_PROP_N_THREADS) == 1
+        got = []
+        while True:
+            status, frame = src.read()
+            if status is not CaptureStatus.FRAME:
+                break
+            got.append(frame)
+        src.close()
+        frames[threads] = got
+    assert len(frames[0]) == len(frames[1]) == 12
+    assert all(np.array_equal(a, b) for a, b in zip(frames[0], frames[1]))
+    with pytest.raises(EdgeError, match="decode_threads"):
+        VideoFileSource(parse_source(str(path)), decode_threads=-1)
+
+
 # -- edge-run ----------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 
 from edge.runtime.draw import Drawer, palette
@@ -69,6 +70,42 @@ def test_drawer_draws_boxes_labels_and_fps_in_place():
     assert drawer.label(1, 0.9) == "wide 0.90" and drawer.label(7, 0.5) == "7 0.50"
     p = palette(3)
     assert p.shape == (3, 3) and p.dtype == np.uint8 and len({tuple(c) for c in p.tolist()}) == 3
+
+
+def _draw_labels_directly(d: Drawer, frame, boxes, scores, classes) -> None:
+    """The drawing the sprite cache replaced: a filled rectangle and anti-aliased text on the frame itself."""
+    h, w = frame.shape[:2]
+    ib = np.empty((len(boxes), 4), np.int32)
+    ib[:] = np.rint(boxes)
+    ib[:, 0::2] = np.clip(ib[:, 0::2], 0, w - 1)
+    ib[:, 1::2] = np.clip(ib[:, 1::2], 0, h - 1)
+    for (x1, y1, x2, y2), score, cls in zip(ib.tolist(), scores.tolist(), classes.tolist()):
+        color = d.colors[int(cls) % len(d.colors)]
+        cv2.rectangle(frame, (x1, y1), (x2, y2), color, d.thickness, cv2.LINE_8)
+        text = d.label(int(cls), float(score))
+        (tw, th), base = cv2.getTextSize(text, d.font, d.font_scale, 1)
+        ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y1 + th + base + 2)
+        cv2.rectangle(frame, (x1, ty - th - base), (x1 + tw + 2, ty + 1), color, -1)
+        cv2.putText(frame, text, (x1 + 1, ty - base + 1), d.font, d.font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def test_label_sprites_give_the_same_pixels_as_drawing_on_the_frame():
+    """Random frames and boxes, labels clipped at every edge, descenders (gjpqy): pixel for pixel equal."""
+    rng = np.random.default_rng(1)
+    d = Drawer(["RBC", "WBC", "Platelets", "gjpqy"])
+    for _ in range(150):
+        h, w = (int(v) for v in rng.integers(30, 260, 2))
+        n = int(rng.integers(1, 15))
+        xy = rng.uniform(-20, [w + 20, h + 20], (n, 2))
+        boxes = np.c_[xy, xy + rng.uniform(2, 120, (n, 2))].astype(np.float32)
+        scores = rng.uniform(0, 1, n).astype(np.float32)
+        classes = rng.integers(0, 4, n).astype(np.int32)
+        frame = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        expected = frame.copy()
+        _draw_labels_directly(d, expected, boxes, scores, classes)
+        d.draw(frame, boxes, scores, classes)
+        np.testing.assert_array_equal(frame, expected)
+    assert 0 < len(d._sprites) <= 4 * 101  # one sprite per (label, colour), reused
 
 
 def test_measure_throughput_counts_calls(tmp_path):

@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
                            cuda_graph=args.cuda_graph, check_key=not args.no_engine_check)
     try:
         fmt = backend.input_format
-        source = open_source(spec, target_hw=(fmt.height, fmt.width))
+        source = open_source(spec, target_hw=(fmt.height, fmt.width), decode_threads=plan.decode_threads)
         source.open()  # a missing camera or file fails here, before any thread starts
         log.info("source: %s%s", source.describe(), " (live: latest frame only)" if source.live else "")
         stats = RunStats()

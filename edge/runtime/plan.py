@@ -45,12 +45,14 @@ def usable_cores() -> int:
 class InferencePlan:
     """workers: inference threads taking frames at once; threads: ONNX Runtime intra-op threads of the
     session (0: ONNX Runtime's default, every core); host_nice: nice increment of the host-stage threads;
-    reason: why, for the log."""
+    reason: why, for the log; decode_threads: FFmpeg decoder threads for a video file (1 where inference
+    runs on the CPU: the fewest CPU cycles per frame; 0: FFmpeg's choice)."""
 
     workers: int
     threads: int
     host_nice: int
     reason: str
+    decode_threads: int = 0
 
     def describe(self) -> str:
         threads = "all cores" if self.threads == 0 else f"{self.threads} thread{'s' if self.threads > 1 else ''}"
@@ -110,7 +112,8 @@ def plan_inference(
         t = threads or max(1, cores // n)
         reason = f"file source on {cores} cores: frames side by side for throughput"
     nice = host_nice if host_nice is not None else (SINGLE_WORKER_NICE if n == 1 else 0)
-    return InferencePlan(workers=n, threads=t, host_nice=nice, reason=reason)
+    on_cpu = backend != "tensorrt" and not gpu
+    return InferencePlan(workers=n, threads=t, host_nice=nice, reason=reason, decode_threads=1 if on_cpu else 0)
 
 
 __all__ = ["InferencePlan", "PARALLEL_WORKERS", "plan_inference", "usable_cores"]

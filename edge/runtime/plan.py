@@ -56,8 +56,11 @@ class InferencePlan:
 
     def describe(self) -> str:
         threads = "all cores" if self.threads == 0 else f"{self.threads} thread{'s' if self.threads > 1 else ''}"
-        frames = "1 frame at a time" if self.workers == 1 else f"{self.workers} frames at once"
-        return f"{frames} on {threads} each, host threads at nice +{self.host_nice} ({self.reason})"
+        if self.workers == 1:
+            work = f"1 frame at a time on {threads}"
+        else:
+            work = f"{self.workers} frames at once on {threads} each"
+        return f"{work}, host threads at nice +{self.host_nice} ({self.reason})"
 
 
 def plan_inference(
@@ -104,13 +107,13 @@ def plan_inference(
     elif gpu:
         n, t, reason = 1, threads, "ONNX Runtime on the GPU"
     elif live:
-        n, t, reason = 1, threads, "live source: every core on the newest frame, for the lowest latency"
+        n, t, reason = 1, threads, "a live source, so every core on the newest frame for the lowest latency"
     elif cores < 2:
         n, t, reason = 1, threads, "one core"
     else:
         n = PARALLEL_WORKERS
         t = threads or max(1, cores // n)
-        reason = f"file source on {cores} cores: frames side by side for throughput"
+        reason = f"a file-like source on {cores} cores, so frames side by side for throughput"
     nice = host_nice if host_nice is not None else (SINGLE_WORKER_NICE if n == 1 else 0)
     on_cpu = backend != "tensorrt" and not gpu
     return InferencePlan(workers=n, threads=t, host_nice=nice, reason=reason, decode_threads=1 if on_cpu else 0)

@@ -132,14 +132,20 @@ def ensure_venv(venv: Path, *, install: bool = True) -> Dict[str, Any]:
         _run("venv", [sys.executable, "-m", "venv", str(venv)], timeout=300)
     probe = "import ultralytics, onnxruntime; print(ultralytics.__version__, onnxruntime.__version__)"
     try:
-        versions = _run("probe", [str(python), "-c", probe], timeout=300).split()
+        versions = _last_line(_run("probe", [str(python), "-c", probe], timeout=300)).split()
     except StepFailed:
         if not install:
             raise
         _run("pip install ultralytics", [str(python), "-m", "pip", "install", "-q", "ultralytics"] + pins,
              timeout=1800)
-        versions = _run("probe", [str(python), "-c", probe], timeout=300).split()
+        versions = _last_line(_run("probe", [str(python), "-c", probe], timeout=300)).split()
     return {"venv": str(venv), "ultralytics": versions[0], "onnxruntime_in_venv": versions[1]}
+
+
+def _last_line(text: str) -> str:
+    """The last printed line (ultralytics prints a settings notice on its first import)."""
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def export_yolov8n(venv: Path, work: Path, imgsz: int) -> Path:
@@ -217,6 +223,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "edge_e2e_steady_fps": e["e2e_steady_fps"], "edge_raw_fps": e["raw_fps"],
                 "edge_naive_fps": e["naive_fps"], "edge_over_ultralytics": round(e["e2e_fps"] / u["fps"], 3),
                 "ort_defaults_raw_fps": e.get("raw_ort_defaults_fps"),
+                "edge_raw_parallel_fps": e.get("raw_parallel_fps"),
+                "edge_e2e_over_raw_best": e.get("e2e_over_raw_best"),
+                "edge_inference_plan": e.get("inference_plan"),
                 "ultralytics_over_raw": round(u["fps"] / e["raw_fps"], 3),
                 "edge_e2e_over_raw": e["e2e_over_raw"],
                 "cpu_ms_per_frame": {"ultralytics": round(u["cpu_ms_per_frame"], 2), **e["cpu_ms_per_frame"]},
@@ -228,7 +237,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         result["rounds"] = rounds
         result["median"] = {k: round(statistics.median(r[k] for r in rounds), 3) for k in
                             ("ultralytics_fps", "edge_e2e_fps", "edge_e2e_steady_fps", "edge_raw_fps", "edge_naive_fps",
-                             "edge_over_ultralytics", "ultralytics_over_raw", "edge_e2e_over_raw")}
+                             "edge_over_ultralytics", "ultralytics_over_raw", "edge_e2e_over_raw",
+                             "ort_defaults_raw_fps", "edge_raw_parallel_fps", "edge_e2e_over_raw_best")
+                            if all(r.get(k) is not None for r in rounds)}
         result["status"] = "ok"
         rc = 0
     except StepFailed as exc:
@@ -249,6 +260,9 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{m['edge_over_ultralytics']:.2f}x ultralytics) |")
         print(f"| naive loop                     | {m['edge_naive_fps']:.1f} FPS |")
         print(f"| raw ONNX Runtime (edge graph)  | {m['edge_raw_fps']:.1f} FPS |")
+        if "edge_raw_parallel_fps" in m:
+            print(f"| raw parallel (edge-run's workers) | {m['edge_raw_parallel_fps']:.1f} FPS "
+                  f"(e2e {m['edge_e2e_over_raw_best']:.2f}x the best raw) |")
     return rc
 
 

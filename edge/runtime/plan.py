@@ -12,8 +12,9 @@ On a CPU there are two ways to spend the cores on inference:
   their normal priority here: a lowered thread that is descheduled while it holds Python's GIL would make
   the inference workers wait for it.
 
-Measured on the bundled model, 2 cores (``benchmarks/RESULTS.md``): one worker over both cores reaches
-0.86-0.92 x the raw single-caller throughput end to end; two single-threaded workers 0.96-0.99 x.
+Measured on the bundled model, 2 cores (``benchmarks/RESULTS.md``, 15 interleaved rounds a side): one
+worker over both cores runs end to end at 0.89 x the raw single-caller throughput, two single-threaded
+workers at 0.98 x.
 
 ``plan_inference`` picks: a live source (camera, stream) -> one worker (latency first, the latest frame
 only); a file, folder or finite ``test://`` source on an ONNX Runtime CPU session with at least 2 cores ->

@@ -1,6 +1,6 @@
 """``edge bench``: raw inference vs the ``edge-run`` loop vs a naive loop, on one model, input and machine.
 
-    edge bench [MODEL ...] [--source SRC] [--frames N] [--imgsz HxW ...] [--threads N] [--repeats N]
+    edge bench [MODEL ...] [--source SRC] [--frames N] [--imgsz HxW ...] [--threads N] [--infer-workers N] [--repeats N]
                --json OUT [--report-dir DIR]
 
 MODEL: deploy ONNX files (NMS inside), TensorRT engines, pre-NMS ONNX files or training checkpoints (made

@@ -21,10 +21,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 from edge import bundled
 from edge.errors import EdgeError, ModelError
+
+if TYPE_CHECKING:
+    from edge.runtime.plan import InferencePlan
 
 HELP = "run a detector on a camera, stream, video or images: capture, infer, draw, display/save/serve"
 
@@ -136,7 +139,7 @@ def open_backend(model: Path, choice: str = "auto", *, threads: int = 0, spin: b
 
 
 def inference_plan(model: Path, choice: str = "auto", *, live: bool, workers: int = 0, threads: int = 0,
-                   host_nice: Optional[int] = None) -> Any:
+                   host_nice: Optional[int] = None) -> "InferencePlan":
     """``edge.runtime.plan.plan_inference`` for the backend ``open_backend`` will pick for ``model``."""
     from edge.runtime.plan import plan_inference
 

@@ -560,6 +560,36 @@ def test_cli_surgery(tmp_path, capsys):
     check_model(onnx.load(str(out)))
 
 
+def test_preset_graphs_record_ultralytics_input_normalization(tmp_path, caplog):
+    """A YOLOv8-style export: images float [1,3,16,16] -> output0 [1, 4+4, 96]. Its deploy sidecar says
+    what ultralytics feeds it (RGB NCHW, pixel / 255), so the runtime needs no guess."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["images", "shape"], ["output0"])], "yolov8ish",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 8, 96])],
+        initializer=[numpy_helper.from_array(np.array([1, 8, 96], np.int64), "shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", 17)])
+    src = _save(model, tmp_path / "y8.onnx")
+    out = tmp_path / "y8.nms.onnx"
+    meta = surgery_file(src, out, SurgeryConfig(nms="onnx", head=HeadSpec(preset="yolov8")))
+    assert meta["input_layout"] == "float_nchw_rgb" and meta["pad_value"] == 114
+    assert meta["normalization"] == {"scale": 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+    from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    with caplog.at_level("WARNING"):
+        backend = OnnxRuntimeBackend(out)
+    assert "no normalization" not in caplog.text
+    fmt = backend.input_format
+    assert (fmt.layout, fmt.scale, fmt.height, fmt.width) == ("float_nchw_rgb", 255.0, 16, 16)
+    backend.close()
+    # a non-image input (the single-tensor test head) gets no such guess
+    plain = _save(single_output_model(17, [1, 8, 300]), tmp_path / "plain.onnx")
+    meta = surgery_file(plain, tmp_path / "plain.nms.onnx", SurgeryConfig(nms="onnx", head=HeadSpec(preset="yolov8")))
+    assert "normalization" not in meta
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -370,6 +370,25 @@ def output_description(model: Any, max_detections: int) -> Dict[str, Any]:
     }
 
 
+ULTRALYTICS_NORMALIZATION = {"scale": 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+
+
+def ultralytics_input(model: Any) -> Dict[str, Any]:
+    """What a YOLOv5/YOLOv8 export (the ``--preset`` graphs) expects of its image input, for the sidecar:
+    float RGB [B, 3, H, W], pixel / 255, letterboxed on grey 114, as ultralytics' own predictor feeds it.
+    Empty when the graph's input is not a float 3-channel NCHW image (then the runtime asks for a sidecar)."""
+    import onnx
+
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(inputs) != 1:
+        return {}
+    t = inputs[0].type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+    if t.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) or len(dims) != 4 or dims[1] != 3:
+        return {}
+    return {"input_layout": "float_nchw_rgb", "normalization": dict(ULTRALYTICS_NORMALIZATION), "pad_value": 114}
+
+
 def surgery_file(model_path: PathLike, out_path: PathLike, config: SurgeryConfig) -> Dict[str, Any]:
     """Read MODEL.onnx (+ MODEL.json), append NMS, check, write OUT.onnx + OUT.json; returns the sidecar."""
     from edge.artifacts import atomic_write_bytes, derive_sidecar, read_sidecar, sha256_bytes, write_sidecar
@@ -413,6 +432,8 @@ def surgery_file(model_path: PathLike, out_path: PathLike, config: SurgeryConfig
         updates["class_names"] = classes
     if result.input_size and "input_size" not in base:
         updates["input_size"] = [int(result.input_size[0]), int(result.input_size[1])]
+    if config.head.preset is not None and "normalization" not in base:
+        updates.update(ultralytics_input(result.model))
     data = result.model.SerializeToString()
     meta = derive_sidecar(src, dst, "surgery", updates)
     atomic_write_bytes(dst, data)

@@ -376,10 +376,13 @@ ULTRALYTICS_NORMALIZATION = {"scale": 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.
 def ultralytics_input(model: Any) -> Dict[str, Any]:
     """What a YOLOv5/YOLOv8 export (the ``--preset`` graphs) expects of its image input, for the sidecar:
     float RGB [B, 3, H, W], pixel / 255, letterboxed on grey 114, as ultralytics' own predictor feeds it.
-    Empty when the graph's input is not a float 3-channel NCHW image (then the runtime asks for a sidecar)."""
+    Empty when the graph's input is not a float 3-channel NCHW image (then the runtime asks for a sidecar).
+
+    ``model``: a deploy graph from ``apply_surgery``, whose inputs are real inputs only (initializers listed
+    as inputs were removed by ``strip_initializer_inputs``)."""
     import onnx
 
-    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    inputs = list(model.graph.input)
     if len(inputs) != 1:
         return {}
     t = inputs[0].type.tensor_type

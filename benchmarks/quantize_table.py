@@ -8,7 +8,7 @@ calibration method), and the accuracy gate's decision, printed as Markdown (for 
 MODEL is a trained pre-NMS ONNX from ``edge export`` (with its sidecar). For every precision:
 
 * mAP50 (VOC all-points, IoU 0.5) and mAP50-95 (COCO) on ``--split`` (default test), scored exactly as
-  ``edge eval MODEL.onnx`` scores it (``edge.predictors``: score > 0.001, IoU 0.5, 100 per image);
+  ``edge eval MODEL.onnx`` scores it (``edge.runtime.predictors``: score > 0.001, IoU 0.5, 100 per image);
 * ONNX Runtime CPU latency of the graph alone: batch 1, one real preprocessed image, ``--warmup`` runs
   discarded, then the median (and p90) of ``--runs`` timed ``session.run`` calls, with ``--threads``
   intra-op threads (stated in the output);
@@ -80,7 +80,7 @@ def latency_ms(model: Any, sample: np.ndarray, threads: int, warmup: int, runs: 
 
 def score(model: Any, sidecar: Dict[str, Any], dataset: Any, threads: int) -> Dict[str, Optional[float]]:
     from edge.evaluate import evaluate_model
-    from edge.predictors import OnnxPreNmsPredictor
+    from edge.export.prenms import OnnxPreNmsPredictor
 
     predictor = OnnxPreNmsPredictor(model, sidecar=sidecar, threads=threads)
     try:
@@ -120,7 +120,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     import onnxruntime
 
     from edge.artifacts import atomic_write_json, read_sidecar, sha256_file
-    from edge.calibration import ImageBatcher, model_input_format, open_source
+    from edge.data.calibration import ImageBatcher, calibration_source
+    from edge.model_input import model_input_format
     from edge.data import load_dataset
     from edge.data.images import read_image
     from edge.export.accuracy_gate import GateConfig, run_gate
@@ -131,7 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     name_nodes(model)
     sidecar = read_sidecar(model_path, required=False) or {}
     fmt = model_input_format(model, sidecar)
-    calib = open_source(args.calib, args.calib_split, args.calib_count)
+    calib = calibration_source(args.calib, args.calib_split, args.calib_count)
     batcher = ImageBatcher(calib, fmt)
     batches = list(batcher)
     dataset = load_dataset(args.data, args.split)
@@ -140,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         dataset = replace(dataset, records=list(dataset.records[: args.count]))
     first = read_image(dataset.records[0].path)
-    from edge.predictors import OnnxPreNmsPredictor
+    from edge.export.prenms import OnnxPreNmsPredictor
 
     sample = OnnxPreNmsPredictor(model, sidecar=sidecar, threads=1).prepare(first)[0]
     gate_cfg = None if args.no_gate else GateConfig(

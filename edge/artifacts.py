@@ -5,6 +5,10 @@ Every stage writes ``NAME.ext`` plus ``NAME.json`` beside it. The sidecar carrie
 stage's output can be taken by the next with no extra flags. Metadata never goes inside an engine file:
 ``trtexec`` and DeepStream must still load it.
 
+One home for what each stage's file is: the model-file suffixes every verb accepts (``MODEL_SUFFIXES``,
+``model_file_kind``) and the output names of pre-NMS and deploy graphs (``PRE_NMS_OUTPUTS``,
+``NMS_OUTPUTS``).
+
 Writes are atomic: data goes to a temporary file in the destination folder, is flushed and fsynced, then
 renamed over the destination. An interrupted write (Ctrl-C, a full disk) leaves the old file or nothing,
 never half a file.
@@ -28,6 +32,40 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 SIDECAR_VERSION = 1
+
+#: Outputs of a pre-NMS graph (``edge export``, ``edge quantize``): ``boxes`` float [B, N, 4] xyxy input
+#: pixels and ``scores`` float [B, N, C] per-class scores.
+PRE_NMS_OUTPUTS = ("boxes", "scores")
+#: Outputs of a deploy graph (``edge surgery``; engines built from it), in this order:
+#: ``num_detections`` int32 [B, 1], ``detection_boxes`` float32 [B, K, 4] xyxy input pixels,
+#: ``detection_scores`` float32 [B, K] (descending), ``detection_classes`` int32 [B, K] (0-based).
+NMS_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+
+#: Model-file suffix -> what the file is. ``edge-run``, ``edge eval``, ``edge bench`` and ``edge build``
+#: all accept exactly these (``model_file_kind``):
+#: ``checkpoint``: a training checkpoint (``edge train``; exported on the fly where torch is installed);
+#: ``onnx``: a pre-NMS graph (NMS appended on the fly) or a deploy graph (NMS inside);
+#: ``engine``: a serialized TensorRT engine (``edge build``) with its cache-key sidecar.
+MODEL_SUFFIXES: Dict[str, str] = {
+    ".pt": "checkpoint", ".pth": "checkpoint", ".ckpt": "checkpoint",
+    ".onnx": "onnx",
+    ".engine": "engine", ".plan": "engine", ".trt": "engine",
+}
+CHECKPOINT_SUFFIXES = tuple(s for s, kind in MODEL_SUFFIXES.items() if kind == "checkpoint")
+ONNX_SUFFIXES = tuple(s for s, kind in MODEL_SUFFIXES.items() if kind == "onnx")
+ENGINE_SUFFIXES = tuple(s for s, kind in MODEL_SUFFIXES.items() if kind == "engine")
+
+
+def model_file_kind(path: PathLike) -> str:
+    """``checkpoint``, ``onnx`` or ``engine`` from the file's suffix (``MODEL_SUFFIXES``); ModelError for
+    any other suffix, naming the ones accepted."""
+    suffix = Path(path).suffix.lower()
+    kind = MODEL_SUFFIXES.get(suffix)
+    if kind is None:
+        accepted = ", ".join(f"{s} ({k})" for s, k in MODEL_SUFFIXES.items())
+        raise ModelError(f"{Path(path).name}: unknown model file type {suffix or '(no suffix)'!r}; "
+                         f"expected one of {accepted}")
+    return kind
 
 
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:

@@ -424,7 +424,7 @@ def first_frame(source_uri: str) -> np.ndarray:
 
 def measure_raw(backend: Any, frame: np.ndarray, iterations: int, warmup: int = 5) -> Dict[str, Any]:
     """``iterations`` inference calls back to back on ``frame`` preprocessed once; FPS and call latency."""
-    from edge.runtime.preprocess import Preprocessor
+    from edge.model_input import Preprocessor
 
     pre = Preprocessor(backend.input_format)
     batch = pre.new_buffer()
@@ -455,7 +455,7 @@ def measure_raw_parallel(backend: Any, frame: np.ndarray, iterations: int, worke
                          ) -> Dict[str, Any]:
     """``iterations`` inference calls in all, from ``workers`` threads at once (each with its own input),
     back to back: the throughput ceiling of a pipeline with that many inference workers."""
-    from edge.runtime.preprocess import Preprocessor
+    from edge.model_input import Preprocessor
 
     if workers < 2 or not getattr(backend, "concurrent_infer", False):
         raise EdgeError(f"{backend.describe()}: raw parallel needs >= 2 workers and a backend with concurrent_infer")

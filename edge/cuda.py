@@ -20,14 +20,11 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from edge.errors import EdgeError, MissingDependencyError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from edge.trt.engine_key import DeviceInfo
 
 log = logging.getLogger(__name__)
 
@@ -260,17 +257,6 @@ class CudaBuffers:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def device_info(device: int = 0, driver: Any = None) -> DeviceInfo:
-    """Name, compute capability and L4T release of ``device``: the device part of an engine's cache key."""
-    from edge.trt.engine_key import DeviceInfo, read_l4t_release
-
-    ctx = CudaContext(device, driver)
-    try:
-        return DeviceInfo(name=ctx.name, sm=ctx.sm, l4t_release=read_l4t_release())
-    finally:
-        ctx.close()
 
 
 class DeviceBuffer:

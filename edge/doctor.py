@@ -1068,7 +1068,7 @@ def selftest_frames(count: int, images: Optional[str] = None, size: Tuple[int, i
 def make_batches(fmt: Any, frames: Sequence[np.ndarray]) -> List[np.ndarray]:
     """One network-input batch per frame (batch size from ``fmt``, 1 when dynamic), via the runtime's
     own ``Preprocessor`` (letterbox, layout, normalization)."""
-    from edge.runtime.pipeline import Preprocessor
+    from edge.model_input import Preprocessor
 
     pre = Preprocessor(fmt)
     batch = max(1, int(fmt.batch))

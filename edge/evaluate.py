@@ -11,9 +11,8 @@ annotation file's own integer ids. Other keys in an entry are ignored. Loading v
 and reports the bad ones (which entry, what was found, what was expected) in one ``DataError``.
 
 Models: a *predictor* is any callable ``image_bgr (uint8 [H, W, 3]) -> (boxes [K, 4] xyxy source
-pixels, scores [K], classes [K] 0-based)``. ``load_predictor(path)`` turns a model file into one
-through loaders registered per file suffix (``register_predictor_loader``); the checkpoint, ONNX and
-engine loaders plug in there as those stages land.
+pixels, scores [K], classes [K] 0-based)``. This module knows no model file formats: opening a file as a
+predictor is ``edge.runtime.predictors.load_predictor`` (and the training loop passes its own).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from typing import (
     Any,
     Callable,
     Dict,
-    Iterable,
     List,
     Mapping,
     Optional,
@@ -38,7 +36,7 @@ from typing import (
 
 import numpy as np
 
-from edge.errors import DataError, EdgeError, MissingDependencyError, ModelError
+from edge.errors import DataError, MissingDependencyError, ModelError
 from edge.metrics import COCO_MAX_DETS, EvalResult, ImageDetections, ImageId, evaluate
 
 try:  # Python >= 3.8
@@ -46,7 +44,7 @@ try:  # Python >= 3.8
 except ImportError:  # pragma: no cover - Python 3.6 on JetPack 4.6 (best effort)
     Protocol = object  # type: ignore[assignment,misc]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 DetectionsInput = Union[PathLike, Sequence[Mapping[str, Any]], Mapping[ImageId, ImageDetections]]
@@ -217,7 +215,7 @@ def parse_detections(
         image_id: ImageDetections(np.asarray(b, np.float64).reshape(-1, 4), s, lab)
         for image_id, (b, s, lab) in grouped.items()
     }
-    logger.debug("%s: %d detections on %d images", source, len(entries), len(out))
+    log.debug("%s: %d detections on %d images", source, len(entries), len(out))
     return out
 
 
@@ -369,7 +367,7 @@ def predict_dataset(
         image = read_image(record.path)
         out[record.image_id] = _check_prediction(predictor(image), record.image_id, len(dataset.class_names))
         if progress_every and (n % progress_every == 0 or n == total):
-            logger.info("predicted %d/%d images", n, total)
+            log.info("predicted %d/%d images", n, total)
     return out
 
 
@@ -378,48 +376,6 @@ def evaluate_model(
 ) -> EvalResult:
     """Run ``predictor`` over the split and score it (see ``predict_dataset`` and ``evaluate_detections``)."""
     return evaluate_detections(dataset, predict_dataset(predictor, dataset), max_dets=max_dets)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Model files -> predictors (hook for the export/engine stages)
-# ---------------------------------------------------------------------------------------------------
-
-#: file suffix (lower case, with the dot) -> loader(path) -> predictor. Filled by later stages.
-PREDICTOR_LOADERS: Dict[str, Callable[[Path], Callable[[np.ndarray], Any]]] = {}
-
-
-def register_predictor_loader(
-    suffixes: Iterable[str], loader: Callable[[Path], Callable[[np.ndarray], Any]]
-) -> None:
-    """Make ``load_predictor`` open files ending in ``suffixes`` (e.g. ``[".onnx"]``) with ``loader``."""
-    for suffix in suffixes:
-        suffix = suffix.lower()
-        if not suffix.startswith("."):
-            raise ValueError(f"suffix must start with a dot, got {suffix!r}")
-        PREDICTOR_LOADERS[suffix] = loader
-
-
-def load_predictor(path: PathLike) -> Callable[[np.ndarray], Any]:
-    """Open a model file (checkpoint, ONNX, engine) as a predictor.
-
-    Raises:
-        ModelError: the file does not exist.
-        EdgeError: no loader handles this kind of file yet (use a detections file instead).
-    """
-    p = Path(path)
-    if not p.exists():
-        raise ModelError(f"model file {p} does not exist; check the MODEL argument")
-    import edge.predictors  # noqa: F401  (registers the ONNX, checkpoint and engine loaders; no torch)
-
-    loader = PREDICTOR_LOADERS.get(p.suffix.lower())
-    if loader is None:
-        supported = ", ".join(sorted(PREDICTOR_LOADERS)) or "none yet"
-        raise EdgeError(
-            f"evaluating model files ({p.suffix or 'no suffix'}: {p.name}) is not supported yet "
-            f"(model kinds supported: {supported}); run the model yourself and score its output with "
-            f"--detections FILE ({_FORMAT_HELP})"
-        )
-    return loader(p)
 
 
 # ---------------------------------------------------------------------------------------------------

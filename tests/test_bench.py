@@ -32,7 +32,7 @@ from edge.bench import (
 from edge.bench_report import case_label, load_doc, markdown_report, write_reports
 from edge.cli.main import main
 from edge.errors import EdgeError, ModelError
-from edge.runtime.backend import LAYOUT_FLOAT_NCHW_RGB
+from edge.model_input import LAYOUT_FLOAT_NCHW_RGB
 from edge.runtime.synthetic import draw_red_box, red_box_model
 
 ROOT = Path(__file__).resolve().parents[1]

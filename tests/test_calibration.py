@@ -1,4 +1,4 @@
-"""``edge.calibration``: manifests and dataset splits as calibration sources, batches in the model's exact
+"""``edge.data.calibration``: manifests and dataset splits as calibration sources, batches in the model's exact
 input layout (the runtime's preprocessing), provenance hashes, the repository's BCCD manifest, and the
 legacy TensorRT calibrator (``edge.trt.calibrator``) reading from the batcher.
 
@@ -20,11 +20,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from edge.artifacts import write_sidecar
-from edge.calibration import (
+from edge.data.calibration import (
     ImageBatcher,
     calibration_sha256,
-    model_input_format,
-    open_source,
+    calibration_source,
     provenance_record,
     read_manifest,
     source_from_dataset,
@@ -35,7 +34,7 @@ from edge.data.images import read_image
 from edge.errors import DataError, ModelError
 from edge.export.preprocess import NormalizationSpec, preprocess_numpy
 from edge.letterbox import letterbox
-from edge.runtime.backend import InputFormat
+from edge.model_input import InputFormat, model_input_format
 
 REPO = Path(__file__).resolve().parents[1]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"
@@ -117,12 +116,12 @@ def test_write_manifest_round_trip(tmp_path, images):
 
 def test_open_source_dispatch(tmp_path, images):
     manifest = write_manifest(tmp_path / "m.txt", images)
-    assert len(open_source(manifest)) == 5
-    assert len(open_source(manifest, count=3)) == 3
+    assert len(calibration_source(manifest)) == 5
+    assert len(calibration_source(manifest, count=3)) == 3
     with pytest.raises(DataError, match="applies to a dataset YAML"):
-        open_source(manifest, "train")
+        calibration_source(manifest, "train")
     with pytest.raises(DataError, match="--calib-split"):
-        open_source(BCCD_YAML)
+        calibration_source(BCCD_YAML)
 
 
 @needs_bccd
@@ -134,7 +133,7 @@ def test_dataset_source_spreads_over_the_split():
     assert all(n.startswith("JPEGImages/") for n in src.names)
     ids = [int(p.stem.split("_")[-1]) for p in src.paths]
     assert ids == sorted(ids) and ids[0] == 0 and ids[-1] >= 400  # first and last of the split, spread between
-    assert len(open_source(BCCD_YAML, "trainval")) == 64  # the dataset default
+    assert len(calibration_source(BCCD_YAML, "trainval")) == 64  # the dataset default
 
 
 @needs_bccd
@@ -306,7 +305,7 @@ def test_legacy_trt_calibrator_reads_the_batcher_and_caches_with_provenance(tmp_
 
 
 def test_calibration_module_is_torch_free():
-    code = ("import sys; import edge.calibration, edge.predictors, edge.export.quantize, "
+    code = ("import sys; import edge.data.calibration, edge.runtime.predictors, edge.export.prenms, edge.export.quantize, "
             "edge.export.accuracy_gate; assert 'torch' not in sys.modules, 'torch imported'")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=str(REPO))

@@ -293,7 +293,7 @@ def _engine_variant(probe_path: Path, out: Path, variant: str) -> None:
 
 def _standin_hooks(variant: str, built: list) -> doctor.EngineHooks:
     """EngineHooks whose engines are ONNX graphs run by ONNX Runtime (an orchestration stand-in)."""
-    from edge.runtime.backend import OUTPUT_NAMES
+    from edge.artifacts import NMS_OUTPUTS
     from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
     class OrtEngineStandIn(OnnxRuntimeBackend):
@@ -304,7 +304,7 @@ def _standin_hooks(variant: str, built: list) -> doctor.EngineHooks:
             values = dict(zip(names, self._session.run(names, {self._input_spec.name: batch})))
             if self.capture_extra:
                 self.last_extra = {k: v for k, v in values.items() if k not in self._run_names}
-            return {c: values[n] for c, n in zip(OUTPUT_NAMES, self._run_names)}
+            return {c: values[n] for c, n in zip(NMS_OUTPUTS, self._run_names)}
 
     def build(onnx_path: str, precision: str, workspace_mb: int, out_dir: str) -> Tuple[Path, float]:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

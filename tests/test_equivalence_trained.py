@@ -29,9 +29,10 @@ SETTINGS = dict(score_threshold=0.001, iou_threshold=0.5, max_detections=100)
 @pytest.fixture(scope="module")
 def predictors(tmp_path_factory):
     pytest.importorskip("torch")
+    from edge.export.prenms import EvalSettings
     from edge.export.surgery import SurgeryConfig, surgery_file
     from edge.export.torch_export import ExportConfig, export_checkpoint
-    from edge.predictors import EvalSettings, predictor_from_checkpoint, predictor_from_onnx
+    from edge.runtime.predictors import predictor_from_checkpoint, predictor_from_onnx
 
     folder = tmp_path_factory.mktemp("trained")
     (result,) = export_checkpoint(bundled_checkpoint(), folder, ExportConfig())

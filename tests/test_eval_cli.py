@@ -16,16 +16,15 @@ from edge.cli.main import main
 from edge.data import load_dataset
 from edge.errors import DataError, EdgeError, ModelError
 from edge.evaluate import (
-    PREDICTOR_LOADERS,
     evaluate_detections,
     evaluate_model,
     format_table,
     load_detections,
-    load_predictor,
     plot_pr_curves,
     save_detections,
 )
 from edge.metrics import ImageDetections
+from edge.runtime.predictors import PREDICTOR_LOADERS, load_predictor
 
 REPO = Path(__file__).resolve().parents[1]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"

@@ -198,7 +198,7 @@ def test_sidecar_content(exports, arch):
     assert {s["input_shape"][0] for s in side["verification"]["samples"]} == {1, 2}, "dynamic batch: B=1 and B=2"
     assert side["config"]["input_size"] == [128, 128]
     # the runtime reads the same file: its input format comes out right
-    from edge.runtime.backend import TensorSpec, input_format_from_graph
+    from edge.model_input import TensorSpec, input_format_from_graph
 
     fmt = input_format_from_graph(TensorSpec("images", (-1, 128, 128, 3), np.dtype(np.uint8)), side)
     assert (fmt.layout, fmt.height, fmt.width, fmt.pad_value) == ("uint8_nhwc_bgr", 128, 128, 114)

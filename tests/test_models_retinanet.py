@@ -15,11 +15,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from edge.data.targets import Target  # noqa: E402
 from edge.errors import ModelError  # noqa: E402
 from edge.models import build_model  # noqa: E402
 from edge.models.anchors import retinanet_anchor_levels  # noqa: E402
 from edge.models.backbones import build_backbone  # noqa: E402
-from edge.models.base import Target  # noqa: E402
 from edge.models.fpn import FPN  # noqa: E402
 from edge.models.heads import RetinaNetHead, prior_bias  # noqa: E402
 from edge.models.losses import sigmoid_focal_loss  # noqa: E402

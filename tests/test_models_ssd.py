@@ -14,11 +14,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from edge.data.targets import Target  # noqa: E402
 from edge.errors import ModelError  # noqa: E402
 from edge.models import build_model  # noqa: E402
 from edge.models.anchors import AnchorLevel, grid_anchors, ssd_scales  # noqa: E402
 from edge.models.backbones import BACKBONES, build_backbone  # noqa: E402
-from edge.models.base import Target  # noqa: E402
 from edge.models.box_coding import BoxCoder  # noqa: E402
 from edge.models.heads import flatten_predictions  # noqa: E402
 from edge.models.ops import box_iou, cxcywh_to_xyxy  # noqa: E402

@@ -18,9 +18,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from edge.data.targets import Target  # noqa: E402
 from edge.errors import ModelError  # noqa: E402
 from edge.models import build_model  # noqa: E402
-from edge.models.base import Target  # noqa: E402
 from edge.models.darknet import Darknet19, Darknet53, DarknetTiny, MaxPoolStride1, Residual  # noqa: E402
 from edge.models.yolo_loss import YoloLossConfig, YoloRaw, assign_targets, decode_level_boxes  # noqa: E402
 from edge.models.yolov2 import Reorg  # noqa: E402

@@ -1,4 +1,4 @@
-"""``edge.predictors``: model files as ``edge eval`` predictors.
+"""``edge.runtime.predictors``: model files as ``edge eval`` predictors.
 
 Pre-NMS ONNX (ORT + numpy NMS + letterbox inverse), post-NMS ONNX (ONNX NMS and EfficientNMS_TRT through
 the reference op, via the ONNX Runtime backend), checkpoints (torch) and engines (a clear error without
@@ -21,20 +21,24 @@ from edge.artifacts import write_sidecar
 from edge.cli.main import main
 from edge.data.images import read_image
 from edge.errors import MissingDependencyError, ModelError
-from edge.evaluate import PREDICTOR_LOADERS, evaluate_model, load_predictor
-from edge.letterbox import compute_letterbox, letterbox
-from edge.nms import multiclass_nms
-from edge.predictors import (
-    BackendPredictor,
+from edge.evaluate import evaluate_model
+from edge.export.prenms import (
     EvalSettings,
     OnnxPreNmsPredictor,
-    graph_kind,
-    postprocess,
+    postprocess_pre_nms,
+    settings_from_sidecar,
+    topk_score_threshold,
+)
+from edge.letterbox import compute_letterbox, letterbox
+from edge.nms import multiclass_nms
+from edge.ort import graph_kind
+from edge.runtime.predictors import (
+    PREDICTOR_LOADERS,
+    BackendPredictor,
+    load_predictor,
     predictor_from_engine,
     predictor_from_onnx,
     register,
-    settings_from_sidecar,
-    topk_score_threshold,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +73,7 @@ def test_postprocess_is_nms_then_the_letterbox_inverse():
     boxes = np.array([[8, 16, 24, 32], [9, 16, 25, 32], [40, 30, 60, 50], [0, 0, 64, 64]], np.float32)
     scores = np.array([[0.9, 0.0], [0.8, 0.1], [0.0005, 0.7], [0.3, 0.2]], np.float32)
     settings = EvalSettings(score_threshold=0.001, iou_threshold=0.5, max_detections=10)
-    b, s, c = postprocess(boxes, scores, params, settings)
+    b, s, c = postprocess_pre_nms(boxes, scores, params, settings)
     kb, ks, kc = multiclass_nms(boxes, scores, 0.001, 0.5, 10)
     np.testing.assert_allclose(b, params.to_source(kb), atol=1e-4)
     np.testing.assert_array_equal(s, ks)

@@ -20,8 +20,8 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from edge.artifacts import read_sidecar, sha256_file
-from edge.calibration import ImageBatcher, model_input_format, source_from_manifest
 from edge.cli.main import main
+from edge.data.calibration import ImageBatcher, source_from_manifest
 from edge.errors import EdgeError, ModelError
 from edge.export.quantize import (
     Int8Quantizer,
@@ -34,6 +34,7 @@ from edge.export.quantize import (
     quantize_file,
     run_outputs,
 )
+from edge.model_input import model_input_format
 
 torch = pytest.importorskip("torch")
 

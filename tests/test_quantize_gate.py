@@ -22,12 +22,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge.artifacts import read_sidecar, sha256_file, write_sidecar
-from edge.calibration import source_from_manifest, write_manifest
 from edge.cli.main import main
+from edge.data.calibration import source_from_manifest, write_manifest
 from edge.errors import EdgeError, ModelError
-from edge.evaluate import evaluate_model, load_predictor
+from edge.evaluate import evaluate_model
 from edge.export.accuracy_gate import GateConfig, layer_groups
 from edge.export.quantize import QuantizeConfig, qdq_summary, quantize_file
+from edge.runtime.predictors import load_predictor
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["blue", "green", "red"]

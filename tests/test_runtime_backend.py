@@ -18,21 +18,16 @@ import numpy as np
 import pytest
 
 from edge.errors import ModelError
-from edge.runtime.backend import (
+from edge.model_input import (
     LAYOUT_FLOAT_NCHW_RGB,
     LAYOUT_UINT8_NHWC_BGR,
+    Preprocessor,
     TensorSpec,
-    conformance_report,
-    find_output_names,
     input_format_from_graph,
 )
-from edge.runtime.onnxruntime_backend import (
-    OnnxRuntimeBackend,
-    OrtOptions,
-    choose_providers,
-    graph_uses_trt_nms,
-)
-from edge.runtime.pipeline import Preprocessor
+from edge.ort import choose_providers
+from edge.runtime.backend import conformance_report, find_output_names
+from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend, OrtOptions, graph_uses_trt_nms
 from edge.runtime.synthetic import draw_red_box, red_box_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -207,7 +202,7 @@ def test_input_format_from_graph_without_a_sidecar(caplog):
 
 def test_foreign_model_float_preprocessing_matches_its_readme():
     """ultralight-rfb-320 wants RGB (pixel - 127) / 128: the preprocessor must produce exactly that."""
-    from edge.runtime.backend import InputFormat
+    from edge.model_input import InputFormat
 
     fmt = InputFormat(layout=LAYOUT_FLOAT_NCHW_RGB, height=240, width=320, dtype="float32", scale=1.0,
                       mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
@@ -274,7 +269,7 @@ def test_real_foreign_model_after_surgery_runs_through_edge_run(tmp_path, nms, m
 
 
 def test_float16_input_preprocessing_equals_float32_rounded():
-    from edge.runtime.backend import InputFormat
+    from edge.model_input import InputFormat
 
     common = dict(layout=LAYOUT_FLOAT_NCHW_RGB, height=48, width=64, scale=255.0, mean=(0.485, 0.456, 0.406),
                   std=(0.229, 0.224, 0.225))

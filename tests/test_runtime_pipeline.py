@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from edge.errors import EdgeError
-from edge.runtime.backend import LAYOUT_FLOAT_NCHW_RGB
+from edge.model_input import LAYOUT_FLOAT_NCHW_RGB
 from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend, OrtOptions
 from edge.runtime.pipeline import Pipeline, PipelineConfig, naive_loop
 from edge.runtime.sinks import JsonLinesSink, Sink, VideoFileSink, partial_path
@@ -236,9 +236,10 @@ def test_edge_run_headless_machine_writes_video_detections_and_stats(model, tmp_
 
 
 def test_edge_run_errors_are_one_clear_line(tmp_path, monkeypatch, caplog):
+    import edge.bundled
     import edge.cli.run as run_cli
 
-    monkeypatch.setattr(run_cli.bundled, "ASSETS", tmp_path / "no-assets")
+    monkeypatch.setattr(edge.bundled, "ASSETS", tmp_path / "no-assets")
     assert run_cli.main(["--source", "test://", "--headless"]) == 2
     assert "bundled deploy model" in caplog.text and "is missing" in caplog.text
     caplog.clear()

@@ -15,13 +15,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edge.artifacts import NMS_OUTPUTS
 from edge.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from edge.cli.main import main as edge_main
 from edge.efficient_nms import EfficientNMSParams, efficient_nms
 from edge.errors import EdgeError, ModelError
 from edge.export.ort_custom_ops import CONTRIB_DOMAIN, FUSED_OP, make_cpu_runnable, make_session
 from edge.export.presets import HeadSpec
-from edge.export.surgery import OUTPUT_NAMES, SurgeryConfig, apply_surgery, check_model, surgery_file
+from edge.export.surgery import SurgeryConfig, apply_surgery, check_model, surgery_file
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -36,7 +37,7 @@ def run_graph(model, feed):
     """Run a deploy graph: ONNX-NMS graphs as they are, EfficientNMS_TRT ones through the reference op."""
     has_plugin = any(n.op_type == "EfficientNMS_TRT" for n in model.graph.node)
     sess = make_session(model) if has_plugin else _ort(model)
-    return sess.run(list(OUTPUT_NAMES), feed)
+    return sess.run(list(NMS_OUTPUTS), feed)
 
 
 def assert_same_detections(a, b, box_atol=1e-3, score_atol=1e-5):
@@ -122,7 +123,7 @@ def both_flavours(model, config, feed):
     for kind in ("onnx", "efficient"):
         res = apply_surgery(model, replace(config, nms=kind))
         check_model(res.model)
-        assert [o.name for o in res.model.graph.output] == list(OUTPUT_NAMES)
+        assert [o.name for o in res.model.graph.output] == list(NMS_OUTPUTS)
         results[kind] = res
         outs[kind] = run_graph(res.model, feed)
     return outs["onnx"], outs["efficient"], results
@@ -378,7 +379,7 @@ def test_cpu_copy_fills_defaults_casts_fp16_and_renames_the_fused_form():
         helper.make_node("Cast", ["b"], ["b16"], to=TensorProto.FLOAT16),
         helper.make_node("Cast", ["s"], ["s16"], to=TensorProto.FLOAT16),
         helper.make_node("Cast", ["a"], ["a16"], to=TensorProto.FLOAT16),
-        helper.make_node("EfficientNMS_TRT", ["b16", "s16", "a16"], list(OUTPUT_NAMES), name="nms",
+        helper.make_node("EfficientNMS_TRT", ["b16", "s16", "a16"], list(NMS_OUTPUTS), name="nms",
                          max_output_boxes=15, score_threshold=0.3),  # iou_threshold: plugin default 0.5
     ]
     graph = helper.make_graph(
@@ -398,7 +399,7 @@ def test_cpu_copy_fills_defaults_casts_fp16_and_renames_the_fused_form():
     assert [nd.op_type for nd in plugin] == [FUSED_OP]
     onnx.checker.check_model(cpu, full_check=True)
     num, det_boxes, det_scores, det_classes = make_session(model).run(
-        list(OUTPUT_NAMES), {"b": boxes, "s": scores, "a": anchors})
+        list(NMS_OUTPUTS), {"b": boxes, "s": scores, "a": anchors})
     assert det_boxes.dtype == np.float16 and det_scores.dtype == np.float16
     ref = efficient_nms(boxes.astype(np.float16), scores.astype(np.float16),
                         EfficientNMSParams(0.3, 0.5, 15), anchors=anchors.astype(np.float16))
@@ -524,7 +525,7 @@ def test_surgery_file_carries_the_sidecar_forward(tmp_path):
             written["nms"]["max_detections"]) == (0.3, 0.5, 20)
     assert written["nms"]["box_units"] == "input_pixels" and written["num_classes"] == 3
     # the export's boxes/scores description is replaced by the four NMS outputs
-    assert sorted(written["outputs"]) == sorted(OUTPUT_NAMES)
+    assert sorted(written["outputs"]) == sorted(NMS_OUTPUTS)
     assert written["outputs"]["detection_boxes"]["shape"] == ["B", 20, 4]
     assert [h["stage"] for h in written["history"]] == ["export", "surgery"]
     import hashlib

@@ -13,11 +13,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from edge.artifacts import NMS_OUTPUTS
 from edge.cli.main import main as edge_main
 from edge.efficient_nms import EfficientNMSParams, efficient_nms
 from edge.export.ort_custom_ops import make_session
 from edge.export.presets import HeadSpec
-from edge.export.surgery import OUTPUT_NAMES, SurgeryConfig, check_model, surgery_file
+from edge.export.surgery import SurgeryConfig, check_model, surgery_file
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODEL = SHARED / "models" / "ultralight-rfb-320.onnx"
@@ -80,7 +81,7 @@ def test_graph_shape_and_provenance(deploy):
     check_model(onx)
     # the initializers listed as inputs are gone: one image input remains
     assert [i.name for i in eff.graph.input] == ["input"] == [i.name for i in onx.graph.input]
-    assert [o.name for o in eff.graph.output] == list(OUTPUT_NAMES)
+    assert [o.name for o in eff.graph.output] == list(NMS_OUTPUTS)
     opsets = {kind: [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")][0]
               for kind, m in (("efficient", eff), ("onnx", onx))}
     assert opsets == {"efficient": 9, "onnx": 11}  # ONNX NMS needs 11; the plugin graph keeps the model's 9
@@ -102,8 +103,8 @@ def test_both_graphs_match_the_original_model_plus_reference(deploy):
         scores, boxes = orig.run(["scores", "boxes"], {"input": x})
         ref = efficient_nms(boxes * np.array([W, H, W, H], np.float32), scores[:, :, 1:],
                             EfficientNMSParams(THRESHOLD, IOU, K))
-        a = s_onnx.run(list(OUTPUT_NAMES), {"input": x})
-        b = s_eff.run(list(OUTPUT_NAMES), {"input": x})
+        a = s_onnx.run(list(NMS_OUTPUTS), {"input": x})
+        b = s_eff.run(list(NMS_OUTPUTS), {"input": x})
         # the two deploy graphs share every op up to NMS: same detections in the same order
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[3], b[3])
@@ -138,6 +139,6 @@ def test_cli_on_the_real_model(tmp_path, capsys):
     assert summary == {"out": str(out), "nms": "efficient", "op": "EfficientNMS_TRT", "score_threshold": 0.6,
                        "iou_threshold": 0.45, "max_detections": 20, "num_classes": 1, "opset": 9}
     x = to_input(synthetic_faces())
-    num, boxes, scores, classes = make_session(out).run(list(OUTPUT_NAMES), {"input": x})
+    num, boxes, scores, classes = make_session(out).run(list(NMS_OUTPUTS), {"input": x})
     assert boxes.shape == (1, 20, 4) and num.dtype == np.int32
     assert (scores[0, : num[0, 0]] >= 0.6).all()

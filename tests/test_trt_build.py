@@ -371,7 +371,7 @@ def test_read_l4t_release(tmp_path):
 @pytest.mark.tensorrt
 def test_real_tensorrt_build(tmp_path):
     trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (only on a Jetson or NVIDIA GPU host)")
-    from edge.cuda import device_info
+    from edge.trt.engine_key import device_info
 
     path = _conv_model(tmp_path / "m.onnx")
     res = build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e"), precision="fp32"), trt, device_info())

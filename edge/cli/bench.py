@@ -82,9 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _backend_factory(model: Path, imgsz: Optional[Tuple[int, int]], threads: int) -> Any:
     """``edge.bench.default_backend_factory``, after making a deploy graph from a checkpoint or a pre-NMS
     ONNX exactly as ``edge-run`` does."""
+    from edge.artifacts import CHECKPOINT_SUFFIXES
     from edge.bench import default_backend_factory
-    from edge.cli.run import CHECKPOINT_SUFFIXES, deploy_from_checkpoint, deploy_from_pre_nms
     from edge.runtime.backend import PreNmsModelError
+    from edge.runtime.open_model import deploy_from_checkpoint, deploy_from_pre_nms
 
     if model.suffix.lower() in CHECKPOINT_SUFFIXES:
         model = deploy_from_checkpoint(model)

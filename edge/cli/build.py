@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from edge.trt.api import load_tensorrt
 
     trt = load_tensorrt()
-    from edge.cuda import CudaContext, device_info
+    from edge.cuda import CudaContext
+    from edge.trt.engine_key import device_info
 
     device = device_info()
     calibrator = None
@@ -105,14 +106,9 @@ def _legacy_calibrator(args: argparse.Namespace, cfg, trt):
     from pathlib import Path
 
     from edge.artifacts import sha256_file
-    from edge.calibration import (
-        ImageBatcher,
-        calibration_sha256,
-        model_input_format,
-        open_source,
-        provenance_record,
-    )
     from edge.cuda import DeviceBuffer
+    from edge.data.calibration import ImageBatcher, calibration_sha256, calibration_source, provenance_record
+    from edge.model_input import model_input_format
     from edge.trt.api import trt_capabilities
     from edge.trt.calibrator import CalibrationCache, CalibrationFeeder, make_entropy_calibrator
 
@@ -122,7 +118,7 @@ def _legacy_calibrator(args: argparse.Namespace, cfg, trt):
                         "`edge quantize --precision int8` and build the Q/DQ graph instead of --calib")
     if cfg.precision not in ("int8", "best"):
         raise EdgeError("--calib only applies with --precision int8 or best")
-    batcher = ImageBatcher(open_source(args.calib, args.calib_split, args.calib_count),
+    batcher = ImageBatcher(calibration_source(args.calib, args.calib_split, args.calib_count),
                            model_input_format(cfg.onnx_path), batch_size=cfg.batch[1])
     record = provenance_record(batcher, method="entropy", source_onnx_sha256=sha256_file(cfg.onnx_path),
                                tools={"tensorrt": caps.version_string})

@@ -53,13 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge.artifacts import atomic_write_json
     from edge.data import load_dataset
-    from edge.evaluate import (
-        evaluate_detections,
-        evaluate_model,
-        format_table,
-        load_predictor,
-        plot_pr_curves,
-    )
+    from edge.evaluate import evaluate_detections, evaluate_model, format_table, plot_pr_curves
+    from edge.runtime.predictors import load_predictor
 
     if bool(args.model) == bool(args.detections):
         raise EdgeError(

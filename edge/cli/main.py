@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from edge import __version__
-from edge.errors import EdgeError
+from edge.cli.common import run_verb
 
 # verb -> module under edge.cli. A verb appears here once its module exists.
 VERBS = {
@@ -70,11 +69,6 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
@@ -89,19 +83,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not hasattr(args, "_run"):
         parser.error(f"the {args.verb!r} verb cannot be loaded in this installation; see `edge --help`")
     return run_verb(args._run, args)
-
-
-def run_verb(run: Callable[[argparse.Namespace], Optional[int]], args: argparse.Namespace) -> int:
-    """Run a verb with logging set up: an EdgeError is one clear line and exit 2, Ctrl-C exit 130."""
-    configure_logging(args.verbose, args.quiet)
-    try:
-        return int(run(args) or 0)
-    except EdgeError as exc:
-        logging.getLogger("edge").error("%s", exc)
-        return 2
-    except KeyboardInterrupt:
-        logging.getLogger("edge").error("interrupted")
-        return 130
 
 
 if __name__ == "__main__":

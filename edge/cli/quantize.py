@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.calibration import DATASET_SUFFIXES, open_source
+    from edge.data.calibration import DATASET_SUFFIXES, calibration_source
     from edge.export.accuracy_gate import GateConfig
     from edge.export.quantize import QuantizeConfig, quantize_file
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     ).validate()
     if args.calib_split and not args.calib:
         raise EdgeError("--calib-split needs --calib DATA.yaml")
-    calib = open_source(args.calib, args.calib_split, args.calib_count) if args.calib else None
+    calib = calibration_source(args.calib, args.calib_split, args.calib_count) if args.calib else None
     gate = None
     if not args.no_gate:
         val_data = args.val_data

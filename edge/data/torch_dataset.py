@@ -27,8 +27,8 @@ from torch.utils.data import DistributedSampler, Sampler
 
 from edge.data.images import read_image
 from edge.data.records import ImageRecord
+from edge.data.targets import Target
 from edge.data.transforms import TrainTransform, eval_transform, seeded_rng
-from edge.models.base import Target
 
 log = logging.getLogger(__name__)
 

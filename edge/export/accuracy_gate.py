@@ -1,6 +1,6 @@
 """The INT8 accuracy gate: measured mAP decides which precision ``edge quantize`` hands over.
 
-Every candidate graph is scored the way ``edge eval MODEL.onnx`` scores it (``edge.predictors``: the
+Every candidate graph is scored the way ``edge eval MODEL.onnx`` scores it (``edge.runtime.predictors``: the
 runtime's letterbox preprocessing, ONNX Runtime, ``edge.nms`` with score > 0.001, IoU 0.5, 100 per image;
 then ``edge.evaluate.evaluate_detections``) on a validation split. Preprocessed inputs are computed once
 and shared by all candidates; the FP32 result is identical to ``edge eval`` on the source ONNX.
@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edge.errors import DataError, EdgeError, ModelError
-from edge.predictors import EvalSettings, OnnxPreNmsPredictor
+from edge.export.prenms import EvalSettings, OnnxPreNmsPredictor
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class GateConfig:
     sensitivity: "quantize-one" or "exclude-one" (see the module docstring).
     max_groups: at most this many layer groups are probed (contiguous runs of weighted layers).
     max_float_fraction: mixed precision keeps at most this share of the weighted layers in float.
-    settings: postprocessing for scoring (``edge.predictors.EvalSettings``: what ``edge eval`` uses).
+    settings: postprocessing for scoring (``edge.export.prenms.EvalSettings``: what ``edge eval`` uses).
     threads: ONNX Runtime intra-op threads (0: all cores).
     """
 

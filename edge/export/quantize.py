@@ -14,7 +14,7 @@ INT8 (``Int8Quantizer``)
     weighted layers. Only the weighted layers of the network body are quantized (``partition_graph``:
     Conv, ConvTranspose, Gemm and MatMul with constant weights); everything downstream of the raw head
     outputs (decode, sigmoid/softmax, NMS if present) and the folded input preprocessing stay float.
-    Calibration (entropy, percentile or min-max over the images of an ``edge.calibration.ImageBatcher``)
+    Calibration (entropy, percentile or min-max over the images of an ``edge.data.calibration.ImageBatcher``)
     runs once; later quantizations with other layers kept in float (the accuracy gate's mixed precision)
     reuse its tensor ranges.
 
@@ -24,7 +24,7 @@ FP16 (``build_fp16``)
     fp16 resolves only 0.25 px at 256-512 px, so it stays fp32 when running it in fp16 moves any box by
     more than ``decode_tolerance_px`` (1e-2 px) on the sample inputs (``decode="auto"``).
 
-``quantize_file`` ties these to calibration (``edge.calibration``), the accuracy gate
+``quantize_file`` ties these to calibration (``edge.data.calibration``), the accuracy gate
 (``edge.export.accuracy_gate``) and the sidecar. Nothing here imports torch.
 """
 
@@ -377,9 +377,9 @@ def qdq_summary(model: Any) -> Dict[str, Any]:
 
 def session(model: Any, threads: int = 0) -> Any:
     """A CPU ONNX Runtime session for an in-memory ``onnx.ModelProto`` (or bytes)."""
-    from edge.predictors import make_session
+    from edge.ort import open_session
 
-    return make_session(model, threads=threads, providers=["CPUExecutionProvider"])
+    return open_session(model, threads=threads, providers=["CPUExecutionProvider"])
 
 
 def run_outputs(model: Any, inputs: Sequence[np.ndarray], threads: int = 0) -> List[Dict[str, np.ndarray]]:
@@ -824,7 +824,7 @@ class QuantizeResult:
 def _sample_inputs(fmt: Any, count: int = 2, seed: int = 0) -> List[np.ndarray]:
     """Synthetic inputs in the model's layout (smooth random frames through the runtime preprocessing)."""
     from edge.export.preprocess import sample_frames
-    from edge.runtime.pipeline import Preprocessor
+    from edge.model_input import Preprocessor
 
     pre = Preprocessor(fmt)
     out = []
@@ -871,7 +871,7 @@ def quantize_file(
     """``edge quantize``: read MODEL.onnx (+ sidecar), quantize, gate, write OUT.onnx + OUT.json atomically.
 
     Args:
-        calib: an ``edge.calibration.CalibrationSource`` (required for INT8; for FP16 its images are the
+        calib: an ``edge.data.calibration.CalibrationSource`` (required for INT8; for FP16 its images are the
             decode-check samples, else synthetic frames).
         gate: an ``edge.export.accuracy_gate.GateConfig``, or None to skip the gate (the sidecar then says
             the model is unverified).
@@ -889,7 +889,8 @@ def quantize_file(
         sha256_file,
         write_sidecar,
     )
-    from edge.calibration import ImageBatcher, model_input_format, provenance_record, tool_versions
+    from edge.data.calibration import ImageBatcher, provenance_record, tool_versions
+    from edge.model_input import model_input_format
 
     config.validate()
     src, dst = Path(model_path), Path(out_path)

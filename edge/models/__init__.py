@@ -1,15 +1,19 @@
 """Detectors assembled from parts: backbones, necks, heads, anchors, box coding, losses.
 
 ``build_model(arch, **config)`` is the one constructor the training loop, checkpoints and export use.
-Each family module registers itself in ``MODEL_REGISTRY`` (arch name -> callable returning a Detector).
+Each family module registers itself in ``edge.models.registry.MODEL_REGISTRY`` (arch name -> callable
+returning a Detector) when ``build_model`` first imports it from ``_FAMILY_MODULES``.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Dict
+from typing import Any
 
-MODEL_REGISTRY: Dict[str, Callable[..., Any]] = {}
+from edge.models.registry import MODEL_REGISTRY, register
+
+__all__ = ["MODEL_REGISTRY", "build_model", "register"]
+
 
 # arch name -> module that registers it on import
 _FAMILY_MODULES = {
@@ -19,14 +23,6 @@ _FAMILY_MODULES = {
     "yolov3-tiny": "edge.models.yolov3",
     "retinanet": "edge.models.retinanet",
 }
-
-
-def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        MODEL_REGISTRY[name] = fn
-        return fn
-
-    return wrap
 
 
 def build_model(arch: str, **config: Any):

@@ -21,15 +21,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from edge.data.targets import Target
 from edge.errors import ModelError
-
-
-@dataclass
-class Target:
-    """Ground truth of one image: boxes float32 [n, 4] x1,y1,x2,y2 input pixels; labels int64 [n]."""
-
-    boxes: torch.Tensor
-    labels: torch.Tensor
 
 
 @dataclass

@@ -24,8 +24,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from edge.models.registry import register
+
 from ..errors import ModelError
-from . import register
 from .anchor_detector import AnchorDetector
 from .anchors import AnchorLevel, grid_anchors, match_anchors, probe_feature_sizes, retinanet_anchor_levels
 from .backbones import BACKBONES, Backbone, build_backbone

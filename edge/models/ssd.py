@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.models.registry import register
+
 from ..errors import ModelError
-from . import register
 from .anchor_detector import AnchorDetector
 from .anchors import (
     AnchorLevel,

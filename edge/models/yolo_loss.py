@@ -33,7 +33,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from edge.models.base import LossDict, Target
+from edge.data.targets import Target
+from edge.models.base import LossDict
 from edge.models.ops import box_iou
 
 # exp(6) ~ 403x the anchor: far beyond any real box, small enough to keep fp16 engines finite.

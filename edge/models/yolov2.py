@@ -20,10 +20,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from edge.data.targets import Target
 from edge.errors import ModelError
-from edge.models import register
-from edge.models.base import Detections, Detector, LossDict, Target, as_input_size, as_normalization
+from edge.models.base import Detections, Detector, LossDict, as_input_size, as_normalization
 from edge.models.darknet import ConvBNAct, Darknet19, scale_channels
+from edge.models.registry import register
 from edge.models.yolo_loss import YoloLossConfig, YoloRaw, decode_level_boxes, yolo_loss
 
 # YOLOv2's VOC anchors (yolo-voc.cfg, in 13x13 grid cells of a 416 input) converted to pixels at 416.

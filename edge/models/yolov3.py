@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from edge.errors import ModelError
-from edge.models import register
 from edge.models.darknet import ConvBNAct, Darknet53, DarknetTiny, scale_channels
+from edge.models.registry import register
 from edge.models.yolov2 import SizeLike, YoloDetector, check_anchor_list, load_anchor_file, scale_anchors
 
 # yolov3.cfg (COCO, pixels at 416), small to large: 3 per level for strides 8, 16, 32.

@@ -38,76 +38,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edge.artifacts import NMS_OUTPUTS
 from edge.errors import EdgeError, ModelError
+from edge.model_input import InputFormat, TensorSpec
 
 log = logging.getLogger(__name__)
 
-LAYOUT_UINT8_NHWC_BGR = "uint8_nhwc_bgr"
-LAYOUT_FLOAT_NCHW_RGB = "float_nchw_rgb"
-LAYOUTS = (LAYOUT_UINT8_NHWC_BGR, LAYOUT_FLOAT_NCHW_RGB)
-
-OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
-
-
 class PreNmsModelError(ModelError):
     """The graph ends in boxes + scores (no NMS inside): ``edge surgery`` turns it into a deploy graph."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape (-1 for a dynamic dimension) and numpy dtype of one graph input or output."""
-
-    name: str
-    shape: Tuple[int, ...]
-    dtype: np.dtype
-
-    def describe(self) -> str:
-        dims = ",".join("?" if d < 0 else str(d) for d in self.shape)
-        return f"{self.name} {np.dtype(self.dtype).name}[{dims}]"
-
-
-@dataclass
-class InputFormat:
-    """What the graph's input expects, so preprocessing can produce exactly that.
-
-    layout: ``uint8_nhwc_bgr`` (frames as captured; the graph normalizes) or ``float_nchw_rgb``
-        (preprocessing converts BGR->RGB, HWC->CHW and applies ``(pixel / scale - mean) / std``).
-    height, width: the network input size in pixels (the letterbox target).
-    batch: the static batch size, or -1 when the graph's batch dimension is dynamic.
-    dtype: numpy dtype name of the input tensor (uint8, float32 or float16).
-    pad_value: the letterbox border value (gray 114 unless the sidecar says otherwise).
-    """
-
-    layout: str
-    height: int
-    width: int
-    batch: int = 1
-    dtype: str = "uint8"
-    scale: float = 255.0
-    mean: Tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    pad_value: int = 114
-
-    def validate(self) -> "InputFormat":
-        if self.layout not in LAYOUTS:
-            raise ModelError(f"input layout {self.layout!r} is not supported; expected one of {LAYOUTS}")
-        if self.height <= 0 or self.width <= 0:
-            raise ModelError(
-                f"input size {self.height}x{self.width} is not static; export the model with a fixed "
-                "input size (edge export --imgsz H W) or pass one in the sidecar"
-            )
-        if self.layout == LAYOUT_UINT8_NHWC_BGR and self.dtype != "uint8":
-            raise ModelError(f"layout {self.layout} needs a uint8 input, the graph has {self.dtype}")
-        if self.layout == LAYOUT_FLOAT_NCHW_RGB and self.dtype not in ("float32", "float16"):
-            raise ModelError(f"layout {self.layout} needs a float32/float16 input, the graph has {self.dtype}")
-        if any(s == 0 for s in self.std) or self.scale == 0:
-            raise ModelError(f"normalization has a zero divisor: scale={self.scale}, std={self.std}")
-        return self
-
-    def tensor_shape(self, batch: int = 1) -> Tuple[int, ...]:
-        if self.layout == LAYOUT_UINT8_NHWC_BGR:
-            return (batch, self.height, self.width, 3)
-        return (batch, 3, self.height, self.width)
 
 
 @dataclass
@@ -154,11 +92,11 @@ def detections_from_outputs(outputs: Dict[str, np.ndarray], *, copy: bool = Fals
 
     Raises ModelError naming what is missing or malformed.
     """
-    missing = [n for n in OUTPUT_NAMES if n not in outputs]
+    missing = [n for n in NMS_OUTPUTS if n not in outputs]
     if missing:
         raise ModelError(
             f"backend outputs {sorted(outputs)} lack {missing}; edge-run needs a graph with NMS inside "
-            f"({', '.join(OUTPUT_NAMES)}): run `edge surgery MODEL.onnx` first"
+            f"({', '.join(NMS_OUTPUTS)}): run `edge surgery MODEL.onnx` first"
         )
     num = np.asarray(outputs["num_detections"])
     boxes = np.asarray(outputs["detection_boxes"])
@@ -189,7 +127,7 @@ def find_output_names(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> 
     outputs shaped [B,1], [B,K,4], [B,K], [B,K] is accepted in that order. Raises ModelError otherwise.
     """
     mapping: Dict[str, str] = {}
-    for canonical in OUTPUT_NAMES:
+    for canonical in NMS_OUTPUTS:
         hits = [n for n in names if n == canonical] or [n for n in names if n.endswith(canonical)]
         if len(hits) == 1:
             mapping[canonical] = hits[0]
@@ -197,75 +135,14 @@ def find_output_names(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> 
         return mapping
     ranks = [len(s) for s in shapes]
     if len(names) == 4 and ranks == [2, 3, 2, 2] and (shapes[1][-1] in (4, -1)):
-        return dict(zip(OUTPUT_NAMES, names))
+        return dict(zip(NMS_OUTPUTS, names))
     found = ", ".join(f"{n}{list(s)}" for n, s in zip(names, shapes))
     error = PreNmsModelError if len(names) == 2 and sorted(ranks) == [3, 3] else ModelError
     raise error(
         f"graph outputs [{found}] are not the four NMS outputs edge-run expects "
-        f"({', '.join(OUTPUT_NAMES)}). A pre-NMS model (boxes + scores) needs NMS appended first: "
+        f"({', '.join(NMS_OUTPUTS)}). A pre-NMS model (boxes + scores) needs NMS appended first: "
         "`edge surgery MODEL.onnx --out MODEL.nms.onnx`"
     )
-
-
-def input_format_from_graph(
-    spec: TensorSpec, sidecar: Optional[Dict[str, Any]] = None
-) -> InputFormat:
-    """Decide the input format from the sidecar when it says, else from the input tensor itself.
-
-    Sidecar keys read (any stage's sidecar): ``input_layout`` or ``layout`` (one of LAYOUTS),
-    ``input_size``/``imgsz`` ([H, W]), ``normalization`` ({scale, mean, std}), ``pad_value``; the same
-    inside an ``input`` block (``size``, ``layout``, ``pad_value``, ``normalization``) as ``edge export``
-    writes it.
-    Without a sidecar: uint8 with last dim 3 -> ``uint8_nhwc_bgr``; float with dim 1 == 3 ->
-    ``float_nchw_rgb`` normalized to [0, 1] (logged, since a wrong guess gives bad detections).
-    """
-    sc = dict(sidecar or {})
-    nested = sc.get("input") if isinstance(sc.get("input"), dict) else {}
-    for key, alias in (("input_layout", "layout"), ("input_size", "size"), ("pad_value", "pad_value"),
-                       ("normalization", "normalization")):
-        if key not in sc and alias in nested:  # edge export also writes {"input": {"size", "pad_value"...}}
-            sc[key] = nested[alias]
-    dtype = np.dtype(spec.dtype).name
-    shape = tuple(int(d) for d in spec.shape)
-    if len(shape) != 4:
-        raise ModelError(f"input {spec.describe()} must be 4-D (NHWC uint8 or NCHW float)")
-    layout = sc.get("input_layout") or sc.get("layout")
-    if isinstance(layout, dict):  # {"layout": "...", ...} style
-        layout = layout.get("name") or layout.get("layout")
-    if layout not in LAYOUTS:
-        if dtype == "uint8" and shape[3] == 3:
-            layout = LAYOUT_UINT8_NHWC_BGR
-        elif dtype in ("float32", "float16") and shape[1] == 3:
-            layout = LAYOUT_FLOAT_NCHW_RGB
-        else:
-            raise ModelError(
-                f"cannot tell the input layout of {spec.describe()}: expected uint8 [B,H,W,3] BGR or "
-                "float [B,3,H,W] RGB; add input_layout to the model's sidecar JSON"
-            )
-    if layout == LAYOUT_UINT8_NHWC_BGR:
-        h, w = shape[1], shape[2]
-    else:
-        h, w = shape[2], shape[3]
-    size = sc.get("input_size") or sc.get("imgsz")
-    if (h <= 0 or w <= 0) and isinstance(size, (list, tuple)) and len(size) == 2:
-        h, w = int(size[0]), int(size[1])
-    norm = sc.get("normalization") or {}
-    fmt = InputFormat(
-        layout=layout,
-        height=int(h),
-        width=int(w),
-        batch=int(shape[0]),
-        dtype=dtype,
-        scale=float(norm.get("scale", 255.0)),
-        mean=tuple(float(v) for v in norm.get("mean", (0.0, 0.0, 0.0))),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in norm.get("std", (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
-        pad_value=int(sc.get("pad_value", 114)),
-    )
-    if layout == LAYOUT_FLOAT_NCHW_RGB and not norm:
-        log.warning(
-            "%s: no normalization in the sidecar; assuming RGB pixel/255 (mean 0, std 1)", spec.name
-        )
-    return fmt.validate()
 
 
 def class_names_from_sidecar(sidecar: Optional[Dict[str, Any]]) -> List[str]:

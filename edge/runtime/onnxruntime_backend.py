@@ -19,16 +19,11 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from edge.errors import MissingDependencyError, ModelError, import_optional
-from edge.runtime.backend import (
-    OUTPUT_NAMES,
-    Backend,
-    ModelInfo,
-    TensorSpec,
-    class_names_from_sidecar,
-    find_output_names,
-    input_format_from_graph,
-)
+from edge.artifacts import NMS_OUTPUTS
+from edge.errors import MissingDependencyError, ModelError
+from edge.model_input import TensorSpec, input_format_from_graph
+from edge.ort import choose_providers, import_ort
+from edge.runtime.backend import Backend, ModelInfo, class_names_from_sidecar, find_output_names
 
 log = logging.getLogger(__name__)
 
@@ -68,28 +63,6 @@ class OrtOptions:
         return self
 
 
-def _import_ort() -> Any:
-    return import_optional("onnxruntime", "onnxruntime", "the ONNX Runtime backend",
-                           "pip install onnxruntime (or onnxruntime-gpu)")
-
-
-def choose_providers(requested: Union[str, Sequence[str]] = "auto") -> List[str]:
-    """'auto' -> CUDA (when this onnxruntime build has it) then CPU; a list is checked and kept."""
-    ort = _import_ort()
-    available = list(ort.get_available_providers())
-    if requested == "auto":
-        chosen = [p for p in ("CUDAExecutionProvider",) if p in available]
-        return chosen + ["CPUExecutionProvider"]
-    wanted = list(requested)
-    missing = [p for p in wanted if p not in available]
-    if missing:
-        raise ModelError(
-            f"ONNX Runtime provider(s) {missing} are not available in this onnxruntime build "
-            f"(available: {available}); install onnxruntime-gpu for CUDA, or leave providers on auto"
-        )
-    return wanted
-
-
 def graph_uses_trt_nms(path: Union[str, Path]) -> bool:
     """True when the ONNX file contains an EfficientNMS_TRT node (a byte scan: no onnx import)."""
     with open(path, "rb") as fh:
@@ -127,7 +100,7 @@ class OnnxRuntimeBackend(Backend):
             from edge.artifacts import read_sidecar
 
             sidecar = read_sidecar(path, required=False) or {}
-        ort = _import_ort()
+        ort = import_ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = int(self.options.threads)
@@ -158,11 +131,11 @@ class OnnxRuntimeBackend(Backend):
         names = [o.name for o in outs]
         mapping = find_output_names(names, [_shape(o.shape) for o in outs])
         self._canonical = {v: k for k, v in mapping.items()}
-        self._run_names = [mapping[c] for c in OUTPUT_NAMES]
+        self._run_names = [mapping[c] for c in NMS_OUTPUTS]
         by_name = {o.name: o for o in outs}
         self._output_specs = [
             TensorSpec(c, _shape(by_name[mapping[c]].shape), np.dtype(_ORT_TYPES.get(by_name[mapping[c]].type, np.float32)))
-            for c in OUTPUT_NAMES
+            for c in NMS_OUTPUTS
         ]
         fmt = input_format_from_graph(self._input_spec, sidecar)
         k = self._output_specs[1].shape[1]
@@ -180,7 +153,7 @@ class OnnxRuntimeBackend(Backend):
         flavour = " (EfficientNMS_TRT through the reference op)" if self.trt_flavoured else ""
         threads = self.options.threads or "all"
         return (
-            f"onnxruntime {_import_ort().__version__} on {self._session.get_providers()[0]}, "
+            f"onnxruntime {import_ort().__version__} on {self._session.get_providers()[0]}, "
             f"{threads} threads: {self.info.path.name if self.info else '?'}{flavour}"
         )
 
@@ -190,7 +163,7 @@ class OnnxRuntimeBackend(Backend):
             results = self._session.run(self._run_names, {self._input_spec.name: batch})  # type: ignore[union-attr]
         except Exception as exc:
             raise ModelError(f"ONNX Runtime failed on {self.info.path.name}: {exc}") from exc  # type: ignore[union-attr]
-        return dict(zip(OUTPUT_NAMES, results))
+        return dict(zip(NMS_OUTPUTS, results))
 
     def _close(self) -> None:
         self._session = None

@@ -44,9 +44,9 @@ import numpy as np
 
 from edge.errors import EdgeError, ModelError
 from edge.letterbox import LetterboxParams
+from edge.model_input import Preprocessor
 from edge.runtime.backend import Backend, DetectionBatch
 from edge.runtime.draw import Drawer
-from edge.runtime.preprocess import Preprocessor
 from edge.runtime.priority import lower_thread_priority
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import CaptureStatus, CaptureThread, FramePool, FrameSource, ReopenPolicy

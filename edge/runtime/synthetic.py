@@ -28,7 +28,7 @@ from typing import Any, List, Tuple, Union
 import numpy as np
 
 from edge.errors import import_optional
-from edge.runtime.backend import LAYOUT_UINT8_NHWC_BGR, LAYOUTS
+from edge.model_input import LAYOUT_UINT8_NHWC_BGR, LAYOUTS
 
 CLASS_NAMES = ["tall", "wide"]
 

@@ -25,21 +25,12 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from edge.artifacts import NMS_OUTPUTS
 from edge.errors import EdgeError, ModelError
-from edge.runtime.backend import (
-    OUTPUT_NAMES,
-    Backend,
-    ModelInfo,
-    TensorSpec,
-    class_names_from_sidecar,
-    find_output_names,
-    input_format_from_graph,
-)
+from edge.model_input import TensorSpec, input_format_from_graph
+from edge.runtime.backend import Backend, ModelInfo, class_names_from_sidecar, find_output_names
 
 log = logging.getLogger(__name__)
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-
 
 def check_engine_sidecar(
     engine_path: Path,
@@ -166,10 +157,10 @@ class TensorRTBackend(Backend):
         in_name, _, in_shape, in_dtype = inputs[0]
         self._input_spec = TensorSpec(in_name, in_shape, np.dtype(in_dtype))
         mapping = find_output_names([o[0] for o in outputs], [o[2] for o in outputs])
-        self._out_names = [mapping[c] for c in OUTPUT_NAMES]
+        self._out_names = [mapping[c] for c in NMS_OUTPUTS]
         by_name = {o[0]: o for o in outputs}
         self._output_specs = [
-            TensorSpec(c, by_name[mapping[c]][2], np.dtype(by_name[mapping[c]][3])) for c in OUTPUT_NAMES
+            TensorSpec(c, by_name[mapping[c]][2], np.dtype(by_name[mapping[c]][3])) for c in NMS_OUTPUTS
         ]
         fmt = input_format_from_graph(self._input_spec, sidecar)
         self.info = ModelInfo(
@@ -304,7 +295,7 @@ class TensorRTBackend(Backend):
         if self._graph_pending:  # after one normal run, as TensorRT allocates lazily on the first
             self._graph_pending = False
             buffers.capture(self._enqueue)
-        return {c: buf.host.copy() for c, buf in zip(OUTPUT_NAMES, self._out_bufs)}
+        return {c: buf.host.copy() for c, buf in zip(NMS_OUTPUTS, self._out_bufs)}
 
     def _infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         with self._lock:

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge.data.targets import Target
 from edge.errors import DataError, EdgeError
-from edge.models.base import Target
 from edge.train.checkpoint import (
     build_card,
     dataset_hash,

@@ -117,3 +117,14 @@ def engine_filename(stem: str, input_shape: Shape, max_batch: int, precision: st
 
 def _is_nhwc(shape: Shape) -> bool:
     return len(shape) == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3)
+
+
+def device_info(device: int = 0, driver: Any = None) -> DeviceInfo:
+    """Name, compute capability and L4T release of ``device``: the device part of an engine's cache key."""
+    from edge.cuda import CudaContext
+
+    ctx = CudaContext(device, driver)
+    try:
+        return DeviceInfo(name=ctx.name, sm=ctx.sm, l4t_release=read_l4t_release())
+    finally:
+        ctx.close()

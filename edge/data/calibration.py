@@ -11,7 +11,7 @@ TensorRT calibrator (``edge.trt.calibrator.CalibrationFeeder`` iterates an ``Ima
 ``ImageBatcher``
     Batches in the exact input layout of a model (its ``InputFormat``, from the graph input and the
     sidecar): each image is read with ``edge.data.images.read_image`` (BGR, EXIF applied) and written by
-    the runtime's own ``edge.runtime.pipeline.Preprocessor`` (``edge.letterbox`` + for float graphs
+    the runtime's own ``edge.model_input.Preprocessor`` (``edge.letterbox`` + for float graphs
     BGR->RGB, HWC->CHW, ``(pixel / scale - mean) / std``), so calibration sees the pixels inference sees::
 
         uint8_nhwc_bgr   uint8   [B, H, W, 3]  BGR, letterboxed (pad value from the sidecar, 114 by default)
@@ -42,12 +42,13 @@ import numpy as np
 
 from edge.data.sanitize import read_list_file
 from edge.errors import DataError, ModelError
+from edge.model_input import Preprocessor
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: file suffixes read as a dataset YAML by ``open_source`` (anything else is a manifest)
+#: file suffixes read as a dataset YAML by ``calibration_source`` (anything else is a manifest)
 DATASET_SUFFIXES = (".yaml", ".yml")
 #: images taken from a dataset split when no count is given (a manifest gives all of its lines)
 DEFAULT_DATASET_COUNT = 64
@@ -195,7 +196,7 @@ def source_from_dataset(data: PathLike, split: str, count: Optional[int] = DEFAU
     return source.select(count, "spread").validate()
 
 
-def open_source(spec: PathLike, split: Optional[str] = None, count: Optional[int] = None) -> CalibrationSource:
+def calibration_source(spec: PathLike, split: Optional[str] = None, count: Optional[int] = None) -> CalibrationSource:
     """``--calib SPEC [--calib-split SPLIT] [--calib-count N]``: a dataset YAML (.yaml/.yml; ``split`` is
     required) or a manifest (anything else). ``count`` None: a manifest's every image, a split's
     ``DEFAULT_DATASET_COUNT``."""
@@ -246,42 +247,6 @@ def _relative_name(path: Path, root: Optional[Path]) -> str:
 # ----------------------------------------------------------------------------------------------- inputs
 
 
-def model_input_format(model: Any, sidecar: Optional[Dict[str, Any]] = None) -> Any:
-    """The ``edge.runtime.backend.InputFormat`` of an ONNX model (path or ``onnx.ModelProto``).
-
-    The graph's single image input (initializers listed as inputs are skipped) gives dtype and shape; the
-    sidecar (read beside a path when not given) gives layout, size, normalization and pad value.
-    """
-    from edge.runtime.backend import TensorSpec, input_format_from_graph
-
-    try:
-        import onnx
-    except ImportError as exc:  # pragma: no cover - a core dependency
-        from edge.errors import MissingDependencyError
-
-        raise MissingDependencyError("onnx", "reading an ONNX model's input", "pip install onnx") from exc
-    if isinstance(model, (str, os.PathLike)):
-        if sidecar is None:
-            from edge.artifacts import read_sidecar
-
-            sidecar = read_sidecar(model, required=False) or {}
-        proto = onnx.load(str(model), load_external_data=False)
-    else:
-        proto = model
-    inits = {i.name for i in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise ModelError(
-            f"the model has {len(inputs)} inputs ({[i.name for i in inputs]}); calibration and evaluation "
-            "expect one image input"
-        )
-    vi = inputs[0]
-    tt = vi.type.tensor_type
-    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-    dims = tuple(int(d.dim_value) if d.HasField("dim_value") else -1 for d in tt.shape.dim)
-    return input_format_from_graph(TensorSpec(vi.name, dims, np.dtype(np_dtype)), sidecar or {})
-
-
 def preprocessing_record(fmt: Any) -> Dict[str, Any]:
     """How pixels become the model input, as recorded in provenance (``fmt``: an ``InputFormat``)."""
     rec: Dict[str, Any] = {
@@ -316,8 +281,6 @@ class ImageBatcher:
     """
 
     def __init__(self, source: CalibrationSource, fmt: Any, batch_size: int = 1) -> None:
-        from edge.runtime.pipeline import Preprocessor
-
         self.source = source.validate()
         self.fmt = fmt.validate()
         self.batch_size = int(batch_size)

@@ -1,0 +1,19 @@
+"""The registry of detector families: arch name -> callable returning a ``Detector``.
+
+Family modules (``edge.models.ssd``, ...) register themselves here with ``@register("name")`` when they are
+imported; ``edge.models.build_model`` imports them lazily from its table of family modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+MODEL_REGISTRY: Dict[str, Callable[..., Any]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        MODEL_REGISTRY[name] = fn
+        return fn
+
+    return wrap

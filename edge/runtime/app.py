@@ -1,0 +1,158 @@
+"""``edge-run`` as a function: source -> capture thread -> preprocess -> infer -> draw -> sinks.
+
+``run_live(RunOptions(...))`` opens the model (``edge.runtime.open_model``: the backend that fits the file,
+the bundled model when none is given), the source (``edge.runtime.sources``), the sinks (window, video
+file, detections JSON lines, MJPEG server), runs ``edge.runtime.pipeline.Pipeline`` until the source ends,
+``max_frames`` or a signal (SIGTERM finishes the run like Ctrl-C: outputs finalized), and writes the stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+from edge.bundled import bundled_model
+from edge.errors import EdgeError
+from edge.runtime.open_model import inference_plan, open_backend
+from edge.runtime.pipeline import Pipeline, PipelineConfig
+from edge.runtime.sinks import (
+    DisplaySink,
+    JsonLinesSink,
+    MjpegServer,
+    VideoFileSink,
+    display_available,
+    parse_serve,
+)
+from edge.runtime.sources import camera_spec, open_source, parse_source
+from edge.runtime.stats import RunStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    """What ``edge-run`` was asked to do; the fields are its flags (``edge-run --help``).
+
+    model: a deploy ONNX, engine, pre-NMS ONNX or checkpoint (None: the bundled model).
+    source: a source URI (``edge.runtime.sources.parse_source``); None: V4L2 ``camera`` (default 0).
+    """
+
+    model: Optional[str] = None
+    source: Optional[str] = None
+    camera: Optional[int] = None
+    max_frames: int = 0
+    headless: bool = False
+    output: Optional[str] = None
+    stats_json: Optional[str] = None
+    detections_out: Optional[str] = None
+    serve: Optional[str] = None
+    backend: str = "auto"
+    conf: float = 0.0
+    threads: int = 0
+    infer_workers: int = 0
+    host_nice: Optional[int] = None
+    queue_size: int = 2
+    no_draw: bool = False
+    log_every: float = 5.0
+    cuda_graph: bool = False
+    no_engine_check: bool = False
+
+    def validate(self) -> "RunOptions":
+        if self.max_frames < 0:
+            raise EdgeError(f"--max-frames must be >= 0, found {self.max_frames}")
+        return self
+
+
+def _source_spec(opts: RunOptions) -> Any:
+    if opts.source is not None:
+        return parse_source(opts.source)
+    return camera_spec(opts.camera if opts.camera is not None else 0)
+
+
+def build_sinks(opts: RunOptions, class_names: List[str], fps: float, stats: Any,
+                announce: Callable[[str], None] = log.info) -> List[Any]:
+    sinks: List[Any] = []
+    try:
+        if not opts.headless:
+            ok, why = display_available()
+            if ok:
+                sinks.append(DisplaySink())
+            else:
+                log.warning("%s", why)
+        if opts.output:
+            sinks.append(VideoFileSink(opts.output, fps=fps))
+        if opts.detections_out:
+            sinks.append(JsonLinesSink(opts.detections_out, class_names))
+        if opts.serve:
+            host, port = parse_serve(opts.serve)
+            server = MjpegServer(host, port, class_names=class_names, fps_fn=lambda: stats.fps_meter.fps)
+            sinks.append(server)
+            announce(f"serving on {server.url}")
+    except BaseException:
+        for s in sinks:
+            s.close()
+        raise
+    return sinks
+
+
+def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> int:
+    """Open the model and the source, run the pipeline to the end, write the stats; the exit status:
+    0 (the source ended or ``max_frames`` reached), 1 (capture error), 130 (interrupted).
+
+    ``announce`` receives the lines a user watches for (the live page's URL, the run summary).
+    """
+    opts.validate()
+    spec = _source_spec(opts)
+    model = Path(opts.model) if opts.model else bundled_model()
+    plan = inference_plan(model, opts.backend, live=spec.live, workers=opts.infer_workers, threads=opts.threads,
+                          host_nice=opts.host_nice)
+    config = PipelineConfig(queue_size=opts.queue_size, conf_threshold=opts.conf, draw=not opts.no_draw,
+                            max_frames=opts.max_frames, log_every_s=opts.log_every, infer_workers=plan.workers,
+                            host_nice=plan.host_nice).validate()
+    log.info("inference: %s", plan.describe())
+    backend = open_backend(model, opts.backend, threads=plan.threads, spin=False,
+                           cuda_graph=opts.cuda_graph, check_key=not opts.no_engine_check)
+    try:
+        fmt = backend.input_format
+        source = open_source(spec, target_hw=(fmt.height, fmt.width), decode_threads=plan.decode_threads)
+        source.open()  # a missing camera or file fails here, before any thread starts
+        log.info("source: %s%s", source.describe(), " (live: latest frame only)" if source.live else "")
+        stats = RunStats()
+        stats.meta.update({"model": str(model), "source": spec.uri})
+        sinks = build_sinks(opts, backend.info.class_names, source.fps or 30.0, stats, announce)
+        pipeline = Pipeline(source, backend, sinks, config, stats=stats, source_opened=True)
+        got_term = _install_sigterm(pipeline)
+        try:
+            stats = pipeline.run()
+        finally:
+            _restore_sigterm(got_term)
+    finally:
+        backend.close()
+    announce(stats.format_summary())
+    if opts.stats_json:
+        stats.write_json(opts.stats_json)
+        log.info("wrote %s", opts.stats_json)
+    reason = stats.meta.get("end_reason", "")
+    if reason.startswith("capture error"):
+        return 1
+    return 130 if reason.startswith("interrupted") else 0
+
+
+def _install_sigterm(pipeline: Any) -> Optional[Any]:
+    """SIGTERM (systemd stop, docker stop) finishes the run cleanly like Ctrl-C: outputs finalized."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        pipeline.stop("terminated (SIGTERM)")
+
+    return (signal.signal(signal.SIGTERM, handler),)
+
+
+def _restore_sigterm(saved: Optional[Any]) -> None:
+    if saved is not None:
+        signal.signal(signal.SIGTERM, saved[0])

@@ -1,0 +1,116 @@
+"""Source URIs: ``parse_source`` turns a ``--source`` string into a ``SourceSpec`` (no device is opened).
+
+Also ``camera_spec`` (``--camera N``), the ``WIDTHxHEIGHT`` size parser behind ``SourceSpec.size``, the
+source kinds and the image suffixes that make a path an image source.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+from urllib.parse import parse_qsl, urlsplit
+
+from edge.errors import EdgeError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+SOURCE_KINDS = ("test", "file", "images", "v4l2", "csi", "rtsp")
+
+
+def _parse_size(text: str, what: str) -> Tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not m:
+        raise EdgeError(f"{what} {text!r} is not a size; expected WIDTHxHEIGHT such as 1280x720")
+    return int(m.group(1)), int(m.group(2))
+
+
+@dataclass
+class SourceSpec:
+    """A parsed source URI. ``params`` holds the query options; sizes are (width, height)."""
+
+    kind: str
+    uri: str
+    path: str = ""
+    index: int = 0
+    params: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        if self.kind == "test":
+            return self.params.get("live", "0") in ("1", "true", "yes")
+        return self.kind in ("v4l2", "csi", "rtsp")
+
+    def size(self, key: str = "size") -> Optional[Tuple[int, int]]:
+        return _parse_size(self.params[key], key) if key in self.params else None
+
+    def number(self, key: str, default: float) -> float:
+        try:
+            return float(self.params.get(key, default))
+        except ValueError as exc:
+            raise EdgeError(f"source option {key}={self.params[key]!r} is not a number ({self.uri})") from exc
+
+    def validate(self) -> "SourceSpec":
+        if self.kind not in SOURCE_KINDS:
+            raise EdgeError(f"unknown source kind {self.kind!r}; expected one of {SOURCE_KINDS}")
+        for key in ("size", "out"):
+            if key in self.params:
+                w, h = self.size(key)  # type: ignore[misc]
+                if w <= 0 or h <= 0:
+                    raise EdgeError(f"source option {key}={self.params[key]} must be positive ({self.uri})")
+        if self.number("fps", 30) <= 0:
+            raise EdgeError(f"source option fps must be > 0 ({self.uri})")
+        return self
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def parse_source(uri: str) -> SourceSpec:
+    """Turn a ``--source`` string into a ``SourceSpec`` (no device is opened)."""
+    text = str(uri).strip()
+    if not text:
+        raise EdgeError("empty --source; pass a file, a folder, test://, v4l2:///dev/video0, csi://0 or rtsp://")
+    if re.fullmatch(r"\d+", text):
+        return camera_spec(int(text))
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if scheme == "test":
+        rest = (parts.netloc + parts.path).strip("/")
+        if rest == "smear":
+            params["pattern"] = "smear"
+        elif rest:
+            params.setdefault("size", rest)
+        return SourceSpec("test", text, params=params).validate()
+    if scheme == "v4l2":
+        dev = parts.path or parts.netloc
+        if re.fullmatch(r"\d+", dev.strip("/")):
+            dev = f"/dev/video{dev.strip('/')}"
+        m = re.search(r"(\d+)$", dev)
+        return SourceSpec("v4l2", text, path=dev, index=int(m.group(1)) if m else 0, params=params).validate()
+    if scheme == "csi":
+        sensor = (parts.netloc + parts.path).strip("/") or "0"
+        if not sensor.isdigit():
+            raise EdgeError(f"csi://{sensor}: the sensor id must be a number such as csi://0")
+        return SourceSpec("csi", text, index=int(sensor), params=params).validate()
+    if scheme in ("rtsp", "rtsps", "rtmp", "http", "https"):
+        return SourceSpec("rtsp", text, path=text, params=params).validate()
+    if scheme == "file":
+        text = parts.path if not parts.netloc else parts.netloc + parts.path
+    elif scheme and len(scheme) > 1:
+        raise EdgeError(
+            f"unknown source scheme {scheme}:// in {uri!r}; expected test://, file://, v4l2://, csi:// or rtsp://"
+        )
+    path = text
+    if _has_glob(path) or Path(path).is_dir() or Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+        return SourceSpec("images", uri, path=path, params=params).validate()
+    return SourceSpec("file", uri, path=path, params=params).validate()
+
+
+def camera_spec(index: int) -> SourceSpec:
+    """``--camera N`` -> V4L2 ``/dev/videoN``."""
+    if index < 0:
+        raise EdgeError(f"--camera {index}: the camera index must be >= 0")
+    return SourceSpec("v4l2", f"v4l2:///dev/video{index}", path=f"/dev/video{index}", index=index)

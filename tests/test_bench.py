@@ -20,16 +20,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bench import (
-    BenchCase,
-    BenchConfig,
-    default_backend_factory,
-    machine_info,
-    make_clip,
-    rss_summary,
-    run_bench,
-)
-from edge.bench_report import case_label, load_doc, markdown_report, write_reports
+from edge.bench.backends import default_backend_factory
+from edge.bench.clip import make_clip
+from edge.bench.config import BenchCase, BenchConfig
+from edge.bench.machine import machine_info, rss_summary
+from edge.bench.report import case_label, load_doc, markdown_report, write_reports
+from edge.bench.runner import run_bench
 from edge.cli.main import main
 from edge.errors import EdgeError, ModelError
 from edge.runtime.backend import LAYOUT_FLOAT_NCHW_RGB
@@ -142,7 +138,7 @@ def test_bench_on_a_given_video_with_two_models(model, tmp_path):
 
 
 def test_raw_parallel_runs_every_call_from_several_threads(model):
-    from edge.bench import measure_raw_parallel
+    from edge.bench.measure import measure_raw_parallel
 
     backend = default_backend_factory(model, None, 1)
     frame = np.full((120, 160, 3), 40, np.uint8)
@@ -267,7 +263,7 @@ def test_cli_errors_are_one_clear_line(model, tmp_path, caplog):
 def test_bench_path_imports_no_torch(model, tmp_path):
     """The bench runs where the runtime runs (a Jetson without torch)."""
     code = (
-        "import sys, edge.bench, edge.bench_report\n"
+        "import sys, edge.bench, edge.bench.report\n"
         "from edge.cli.main import main\n"
         f"rc = main(['-q', 'bench', {str(model)!r}, '--source', 'test://64x48?frames=8', '--frames', '6', "
         f"'--repeats', '1', '--threads', '1', '--no-raw-reference', '--json', {str(tmp_path / 'b.json')!r}])\n"
@@ -402,7 +398,7 @@ def test_precision_is_read_from_the_graph_when_no_sidecar_says(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edge.bench import onnx_precision
+    from edge.bench.backends import onnx_precision
 
     def save(name, nodes, inits, dtype=TensorProto.FLOAT):
         graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", dtype, [1, 4])],

@@ -31,7 +31,7 @@ from edge.errors import EdgeError, ModelError
 from edge.runtime.backend import LAYOUT_FLOAT_NCHW_RGB
 from edge.runtime.synthetic import draw_red_box, red_box_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = ("raw_fps", "e2e_fps", "naive_fps", "rss_growth_mb")
 FRAMES = 30
 

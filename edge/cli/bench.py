@@ -13,16 +13,11 @@ with ``--report-dir`` also ``bench.md`` (a Markdown table to paste into an issue
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
-
-from edge.errors import EdgeError
+from typing import Any, Optional, Tuple
 
 HELP = "benchmark raw inference, the edge-run loop and a naive loop on the same model and input"
-
-log = logging.getLogger("edge.bench")
 
 
 def _imgsz(text: str) -> Tuple[int, int]:
@@ -95,96 +90,18 @@ def _backend_factory(model: Path, imgsz: Optional[Tuple[int, int]], threads: int
         return default_backend_factory(deploy_from_pre_nms(model, exc), imgsz, threads)
 
 
-def command_line(args: argparse.Namespace) -> str:
-    """The ``edge bench`` command that reproduces this run (recorded in the document)."""
-    parts = ["edge bench"] + [str(m) for m in (args.models or [])]
-    if args.source:
-        parts += ["--source", str(args.source)]
-    parts += ["--frames", str(args.frames)]
-    if args.imgsz:
-        parts += ["--imgsz"] + [f"{h}x{w}" for h, w in args.imgsz]
-    parts += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
-    if args.raw_iterations:
-        parts += ["--raw-iterations", str(args.raw_iterations)]
-    if args.queue_size != 2:
-        parts += ["--queue-size", str(args.queue_size)]
-    if args.infer_workers:
-        parts += ["--infer-workers", str(args.infer_workers)]
-    if args.host_nice is not None:
-        parts += ["--host-nice", str(args.host_nice)]
-    if args.no_draw:
-        parts.append("--no-draw")
-    if args.no_raw_reference:
-        parts.append("--no-raw-reference")
-    if args.video_suffix != ".avi":
-        parts += ["--video-suffix", args.video_suffix]
-    if tuple(args.clip_size) != (640, 480):
-        parts += ["--clip-size", f"{args.clip_size[0]}x{args.clip_size[1]}"]
-    parts += ["--json", str(args.json)]
-    if args.report_dir:
-        parts += ["--report-dir", str(args.report_dir)]
-    return " ".join(parts)
-
-
-def format_summary(doc: dict) -> str:
-    """A few lines for the terminal: one per case."""
-    from edge.bench_report import case_label, machine_line
-
-    lines = [machine_line(doc)]
-    for c in doc["cases"]:
-        cpu = c.get("cpu_ms_per_frame", {})
-        lines.append(
-            f"{case_label(c, True)}: raw {c['raw_fps']:.1f} FPS"
-            + (f" (ORT defaults {c['raw_ort_defaults_fps']:.1f})" if c.get("raw_ort_defaults_fps") else "")
-            + (f" (parallel {c['raw_parallel_fps']:.1f})" if c.get("raw_parallel_fps") else "")
-            + f", e2e {c['e2e_fps']:.1f} FPS "
-            f"({c['e2e_over_raw']:.2f}x raw, {c.get('e2e_over_raw_best') or 0:.2f}x the best raw, "
-            f"{c['e2e_over_naive']:.2f}x naive), naive {c['naive_fps']:.1f} FPS, "
-            f"RSS growth {c['rss_growth_mb']:.1f} MB, CPU ms/frame raw {cpu.get('raw', 0):.1f} "
-            f"e2e {cpu.get('e2e', 0):.1f} naive {cpu.get('naive', 0):.1f}"
-        )
-    return "\n".join(lines)
+def _echo(text: str) -> None:
+    """Print one line of the verb's output (the summary, the files written) on stdout."""
+    print(text, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.artifacts import atomic_write_json
-    from edge.bench import BenchCase, BenchConfig, run_bench
+    from edge.bench import run_command
 
-    config = BenchConfig(
-        frames=args.frames, repeats=args.repeats, threads=args.threads, queue_size=args.queue_size,
-        raw_iterations=args.raw_iterations,
-        host_nice=args.host_nice, infer_workers=args.infer_workers, draw=not args.no_draw, raw_reference=not args.no_raw_reference, video_suffix=args.video_suffix, clip_size=tuple(args.clip_size),
-    ).validate()
-    out = Path(args.json)
-    if not out.parent.exists():
-        raise EdgeError(f"--json {out}: folder {out.parent} does not exist")
-    if args.models:
-        models = [Path(m) for m in args.models]
-    else:
-        from edge.bundled import bundled_model
-
-        models = [bundled_model()]
-    for m in models:
-        if not m.exists():
-            raise EdgeError(f"model {m} not found")
-    sizes: List[Optional[Tuple[int, int]]] = list(args.imgsz) if args.imgsz else [None]
-    cases = [BenchCase(m, s) for m in models for s in sizes]
-    log.info("benching %d case(s): %s", len(cases), ", ".join(c.label() for c in cases))
-    doc = run_bench(cases, config, args.source, backend_factory=_backend_factory,
-                    workdir=Path(args.workdir) if args.workdir else None)
-    doc["command"] = command_line(args)
-    atomic_write_json(out, doc)
-    print(format_summary(doc), flush=True)
-    print(f"wrote {out}", flush=True)
-    if args.report_dir:
-        from edge.bench_report import write_reports
-
-        paths = write_reports(doc, args.report_dir)
-        print(f"wrote {paths['markdown']} and {paths['chart']}", flush=True)
-    return 0
+    return run_command(args, backend_factory=_backend_factory, echo=_echo)
 
 
-__all__ = ["HELP", "add_arguments", "command_line", "format_summary", "run"]
+__all__ = ["HELP", "add_arguments", "run"]
 
 
 if __name__ == "__main__":  # pragma: no cover - `edge bench` is the entry point

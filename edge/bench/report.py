@@ -1,4 +1,5 @@
-"""Reports of an ``edge bench`` document: a Markdown table to paste into an issue, and a PNG chart.
+"""Reports of an ``edge bench`` document: a Markdown table to paste into an issue, a PNG chart, the terminal
+summary and the command line that reproduces the run.
 
 Input: the dict ``edge.bench.run_bench`` returns (or its JSON file). One row / one group of bars per case
 (a model at one input size), labelled ``<precision> <H>x<W>`` plus the model's file name when the
@@ -11,6 +12,8 @@ document holds several models.
   naive FPS per case (grouped bars). matplotlib is imported here only (``pip install 'edge-detect[plot]'``),
   with the non-interactive Agg backend, so it works without a display.
 * ``write_reports(doc, out_dir)`` writes both (``bench.md``, ``bench.png``) and returns their paths.
+* ``format_summary(doc)``: a few lines for the terminal, one per case; ``command_line(args)``: the
+  ``edge bench`` command of parsed options, recorded in the document.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Union
 
 from edge.errors import EdgeError, MissingDependencyError
+
+if TYPE_CHECKING:
+    import argparse
 
 log = logging.getLogger(__name__)
 
@@ -209,4 +215,54 @@ def write_reports(doc: Dict[str, Any], out_dir: Union[str, Path], stem: str = "b
     return {"markdown": md, "chart": png}
 
 
-__all__ = ["case_label", "chart_png", "load_doc", "machine_line", "markdown_report", "write_reports"]
+def command_line(args: argparse.Namespace) -> str:
+    """The ``edge bench`` command that reproduces this run (recorded in the document)."""
+    parts = ["edge bench"] + [str(m) for m in (args.models or [])]
+    if args.source:
+        parts += ["--source", str(args.source)]
+    parts += ["--frames", str(args.frames)]
+    if args.imgsz:
+        parts += ["--imgsz"] + [f"{h}x{w}" for h, w in args.imgsz]
+    parts += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
+    if args.raw_iterations:
+        parts += ["--raw-iterations", str(args.raw_iterations)]
+    if args.queue_size != 2:
+        parts += ["--queue-size", str(args.queue_size)]
+    if args.infer_workers:
+        parts += ["--infer-workers", str(args.infer_workers)]
+    if args.host_nice is not None:
+        parts += ["--host-nice", str(args.host_nice)]
+    if args.no_draw:
+        parts.append("--no-draw")
+    if args.no_raw_reference:
+        parts.append("--no-raw-reference")
+    if args.video_suffix != ".avi":
+        parts += ["--video-suffix", args.video_suffix]
+    if tuple(args.clip_size) != (640, 480):
+        parts += ["--clip-size", f"{args.clip_size[0]}x{args.clip_size[1]}"]
+    parts += ["--json", str(args.json)]
+    if args.report_dir:
+        parts += ["--report-dir", str(args.report_dir)]
+    return " ".join(parts)
+
+
+def format_summary(doc: dict) -> str:
+    """A few lines for the terminal: one per case."""
+    lines = [machine_line(doc)]
+    for c in doc["cases"]:
+        cpu = c.get("cpu_ms_per_frame", {})
+        lines.append(
+            f"{case_label(c, True)}: raw {c['raw_fps']:.1f} FPS"
+            + (f" (ORT defaults {c['raw_ort_defaults_fps']:.1f})" if c.get("raw_ort_defaults_fps") else "")
+            + (f" (parallel {c['raw_parallel_fps']:.1f})" if c.get("raw_parallel_fps") else "")
+            + f", e2e {c['e2e_fps']:.1f} FPS "
+            f"({c['e2e_over_raw']:.2f}x raw, {c.get('e2e_over_raw_best') or 0:.2f}x the best raw, "
+            f"{c['e2e_over_naive']:.2f}x naive), naive {c['naive_fps']:.1f} FPS, "
+            f"RSS growth {c['rss_growth_mb']:.1f} MB, CPU ms/frame raw {cpu.get('raw', 0):.1f} "
+            f"e2e {cpu.get('e2e', 0):.1f} naive {cpu.get('naive', 0):.1f}"
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["case_label", "chart_png", "command_line", "format_summary", "load_doc", "machine_line",
+           "markdown_report", "write_reports"]

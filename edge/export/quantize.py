@@ -43,6 +43,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edge.errors import EdgeError, MissingDependencyError, ModelError, import_optional
+from edge.export.opset import model_opset
 
 log = logging.getLogger(__name__)
 
@@ -264,13 +265,6 @@ def partition_graph(model: Any) -> GraphPartition:
 QDQ_MIN_OPSET = 13
 
 
-def model_opset(model: Any) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return int(entry.version)
-    return 0
-
-
 def prepare_model(model: Any, min_opset: int = 0) -> Any:
     """A copy of ``model`` ready for quantization: initializers listed as graph inputs (an old exporter's
     habit, which keeps ONNX Runtime from treating weights as constants) removed from the inputs, unnamed
@@ -290,7 +284,7 @@ def prepare_model(model: Any, min_opset: int = 0) -> Any:
         del work.graph.initializer[:]
         work.graph.initializer.extend(keep)
         log.info("removed %d unused initializers", len(unused))
-    opset = model_opset(work)
+    opset = model_opset(work, default=0)
     if min_opset and opset < min_opset:
         try:
             from onnx import version_converter

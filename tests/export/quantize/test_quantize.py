@@ -37,7 +37,7 @@ from edge.export.quantize import (
 
 torch = pytest.importorskip("torch")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 MANIFEST = REPO / "calibration" / "bccd-trainval-64.txt"
 pytestmark = pytest.mark.skipif(not (BCCD / "JPEGImages").is_dir(), reason=f"BCCD dataset not found at {BCCD}")

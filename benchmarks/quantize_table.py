@@ -12,7 +12,7 @@ MODEL is a trained pre-NMS ONNX from ``edge export`` (with its sidecar). For eve
 * ONNX Runtime CPU latency of the graph alone: batch 1, one real preprocessed image, ``--warmup`` runs
   discarded, then the median (and p90) of ``--runs`` timed ``session.run`` calls, with ``--threads``
   intra-op threads (stated in the output);
-* the gate (``edge.export.accuracy_gate`` on ``--gate-split``, default val, budget ``--max-drop``): for each
+* the gate (``edge.export.quantize.gate`` on ``--gate-split``, default val, budget ``--max-drop``): for each
   INT8 method its decision (int8 / int8-mixed / fp16-fallback / refused); a mixed-precision result gets a row
   of its own. FP16 is also scored through ``fp16_simulation`` (fp16 rounding of every tensor), since ONNX
   Runtime's CPU runs the fp16 graph largely in fp32.
@@ -124,8 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edge.model_input import model_input_format
     from edge.data import load_dataset
     from edge.data.images import read_image
-    from edge.export.accuracy_gate import GateConfig, run_gate
     from edge.export.quantize import Int8Quantizer, build_fp16, name_nodes
+    from edge.export.quantize.gate import GateConfig, run_gate
 
     model_path = Path(args.model)
     model = onnx.load(str(model_path))

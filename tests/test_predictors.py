@@ -48,7 +48,7 @@ needs_bccd = pytest.mark.skipif(not (BCCD / "JPEGImages").is_dir(), reason=f"BCC
 
 def crafted(tmp_path: Path) -> Path:
     """The hand-built grid-cell detector of test_quantize_gate (pre-NMS, uint8 input 64x64), with sidecar."""
-    from tests.test_quantize_gate import SIDECAR, crafted_detector
+    from tests.export.quantize.test_quantize_gate import SIDECAR, crafted_detector
 
     path = tmp_path / "crafted.onnx"
     onnx.save(crafted_detector(), str(path))

@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge.data.calibration import DATASET_SUFFIXES, calibration_source
-    from edge.export.accuracy_gate import GateConfig
     from edge.export.quantize import QuantizeConfig, quantize_file
+    from edge.export.quantize.gate import GateConfig
 
     config = QuantizeConfig(
         precision=args.precision, method=args.method, percentile=args.percentile, calib_batch=args.calib_batch,

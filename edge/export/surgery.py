@@ -32,6 +32,7 @@ import numpy as np
 
 from edge.efficient_nms import MAX_CANDIDATES, PLUGIN_NAME, PLUGIN_VERSION, EfficientNMSParams
 from edge.errors import EdgeError, MissingDependencyError, ModelError
+from edge.export.opset import model_opset
 from edge.export.presets import HeadSpec
 
 log = logging.getLogger(__name__)
@@ -109,13 +110,6 @@ def load_model(path: PathLike) -> Any:
         return onnx.load(str(p))
     except Exception as exc:
         raise ModelError(f"{p} is not a readable ONNX file ({exc})") from exc
-
-
-def model_opset(model: Any) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
-    raise ModelError("the model imports no default-domain (ai.onnx) opset; it is not a standard ONNX graph")
 
 
 def strip_initializer_inputs(model: Any) -> int:

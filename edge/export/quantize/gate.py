@@ -39,6 +39,7 @@ import numpy as np
 
 from edge.errors import DataError, EdgeError, ModelError
 from edge.export.prenms import EvalSettings, OnnxPreNmsPredictor
+from edge.export.quantize.compare import output_errors
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class GateConfig:
     sensitivity: "quantize-one" or "exclude-one" (see the module docstring).
     max_groups: at most this many layer groups are probed (contiguous runs of weighted layers).
     max_float_fraction: mixed precision keeps at most this share of the weighted layers in float.
-    settings: postprocessing for scoring (``edge.export.prenms.EvalSettings``: what ``edge eval`` uses).
+    settings: postprocessing for scoring (``edge.runtime.predictors.EvalSettings``: what ``edge eval`` uses).
     threads: ONNX Runtime intra-op threads (0: all cores).
     """
 
@@ -86,6 +87,22 @@ class GateConfig:
             raise EdgeError(f"--val-count must be >= 1, got {self.val_count}")
         self.settings.validate()
         return self
+
+
+def gate_conventions_problem(sidecar: Dict[str, Any]) -> Optional[str]:
+    """Why the accuracy gate cannot score this model, or None: the gate reads ``boxes`` as xyxy input pixels
+    and ``scores`` as per-class scores without a background column, which the sidecar of ``edge export``
+    (carried forward by later stages) states in its ``outputs`` block."""
+    outputs = sidecar.get("outputs") if isinstance(sidecar, dict) else None
+    if not isinstance(outputs, dict) or "boxes" not in outputs or "scores" not in outputs:
+        return ("its sidecar does not describe the boxes and scores outputs (a model edge export did not write?)")
+    boxes, scores = outputs.get("boxes") or {}, outputs.get("scores") or {}
+    if boxes.get("format", "xyxy") != "xyxy" or boxes.get("normalized", False) \
+            or boxes.get("units", "input pixels") != "input pixels":
+        return f"its boxes are {boxes.get('format')} {boxes.get('units')} (normalized: {boxes.get('normalized')})"
+    if scores.get("background_column", False):
+        return "its scores have a background column"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -126,7 +143,7 @@ class ValidationSet:
 
 @dataclass
 class Evaluation:
-    """One candidate's score. ``errors``: against the FP32 raw outputs (see ``quantize.output_errors``)."""
+    """One candidate's score. ``errors``: against the FP32 raw outputs (see ``compare.output_errors``)."""
 
     name: str
     map50: float
@@ -161,7 +178,6 @@ class Evaluator:
 
     def evaluate(self, name: str, model: Any) -> Evaluation:
         from edge.evaluate import evaluate_detections
-        from edge.export.quantize import output_errors
         from edge.metrics import ImageDetections
 
         start = time.perf_counter()
@@ -230,6 +246,155 @@ def _overlap(calib: Any, dataset: Any) -> int:
     return sum(1 for p in calib.paths if str(Path(p).resolve()) in val)
 
 
+def _validation(model: Any, config: GateConfig, sidecar: Dict[str, Any],
+                calib: Any) -> Tuple[Evaluator, Dict[str, Any]]:
+    """The evaluator of the validation split (preprocessed once for ``model``) and the report's
+    ``validation`` entry; warns when the model's classes differ from the dataset's or calibration images
+    are also scored."""
+    reference_predictor = OnnxPreNmsPredictor(model, sidecar=sidecar, settings=config.settings, threads=config.threads)
+    try:
+        valset = ValidationSet.load(config, reference_predictor.prepare)
+    finally:
+        reference_predictor.close()
+    evaluator = Evaluator(valset, sidecar, config.settings, config.threads)
+    model_classes = [str(c) for c in (sidecar.get("class_names") or sidecar.get("classes") or [])]
+    mismatch = bool(model_classes) and model_classes != list(valset.dataset.class_names)
+    if mismatch:
+        log.warning("the model's classes %s differ from the validation dataset's %s: class i of the model is scored "
+                    "as the dataset's class i, so the gate's mAP figures mean little", model_classes,
+                    list(valset.dataset.class_names))
+    overlap = _overlap(calib, valset.dataset)
+    if overlap:
+        log.warning("%d of the %d calibration images are also in the validation split %r: the gate's figures "
+                    "are then a little optimistic", overlap, len(calib), config.val_split)
+    validation = {"data": str(config.val_data), "split": config.val_split, "images": len(valset),
+                  "calibration_images_also_validated": overlap, "class_names_differ": mismatch}
+    return evaluator, validation
+
+
+class _GateRun:
+    """One run of the gate: the report it writes (``steps`` in order), the FP32 reference every step is
+    compared with, the budget in mAP50 points, and the FP16 candidate once scored (``score_fp16``)."""
+
+    def __init__(self, report: Dict[str, Any], fp32: Evaluation, budget: float) -> None:
+        self.report = report
+        self.steps: List[Dict[str, Any]] = report["steps"]
+        self.fp32 = fp32
+        self.budget = budget
+        self.fp16_model: Any = None
+        self.fp16: Any = None  # the Evaluation FP16 is judged by
+
+    def step(self, kind: str, ev: Evaluation, **extra: Any) -> Dict[str, Any]:
+        entry = {"step": kind}
+        entry.update(ev.to_dict(self.fp32))
+        entry.update(extra)
+        self.steps.append(entry)
+        return entry
+
+    def score_fp16(self, evaluator: Evaluator, fp16_model: Any, fp16_simulation: Any) -> None:
+        """Score the FP16 graph (and its simulation, when given: FP16 is then judged by the worse)."""
+        self.fp16_model = fp16_model
+        fp16 = evaluator.evaluate("fp16", fp16_model)
+        self.step("fp16", fp16, runtime="the fp16 graph on ONNX Runtime CPU (fp32 islands: mostly weight rounding)")
+        if fp16_simulation is not None:
+            fp16_sim = evaluator.evaluate("fp16 (simulated)", fp16_simulation)
+            self.step("fp16-simulated", fp16_sim,
+                      runtime="fp32 graph with fp16 weights and every tensor rounded to fp16")
+            if fp16_sim.map50 < fp16.map50:
+                fp16 = fp16_sim
+        self.fp16 = fp16
+
+    def finish(self, decision: str, chosen: Any, floats: List[str], message: str,
+               final: Optional[Evaluation]) -> GateOutcome:
+        report = self.report
+        report["decision"] = decision
+        report["message"] = message
+        report["float_layers"] = list(floats)
+        if final is not None:
+            report["final"] = final.to_dict(self.fp32)
+        report["fp32"] = self.fp32.to_dict()
+        return GateOutcome(decision, chosen, list(floats), message, report)
+
+    def fp16_only(self) -> GateOutcome:
+        """The verdict of ``precision="fp16"``: FP16 within budget, or refused."""
+        fp16, fp32, budget = self.fp16, self.fp32, self.budget
+        if fp16.drop_points(fp32) <= budget:
+            return self.finish("fp16", self.fp16_model, [], f"FP16 drops {fp16.drop_points(fp32):.2f} mAP50 points "
+                               f"(budget {budget:g})", fp16)
+        return self.finish("refused", None, [], f"FP16 drops {fp16.drop_points(fp32):.2f} mAP50 points, over the "
+                           f"{budget:g}-point budget", fp16)
+
+    def fp16_fallback(self, why: str) -> GateOutcome:
+        fp16, fp32, budget = self.fp16, self.fp32, self.budget
+        if fp16.drop_points(fp32) <= budget:
+            return self.finish("fp16-fallback", self.fp16_model, [], f"{why}; falling back to FP16 (drop "
+                               f"{fp16.drop_points(fp32):.2f} points, within the {budget:g}-point budget)", fp16)
+        return self.finish("refused", None, [], f"{why}; FP16 also drops {fp16.drop_points(fp32):.2f} points "
+                           f"(budget {budget:g}): no precision below FP32 keeps the accuracy", fp16)
+
+
+def _sensitivity(run: _GateRun, evaluator: Evaluator, quantizer: Any, config: GateConfig, keep: List[str],
+                 int8: Evaluation) -> Tuple[List[List[str]], List[int]]:
+    """Per-layer sensitivity (see the module docstring): the layer groups and their order, most sensitive
+    first; records each probe and the ranking in the report."""
+    fp32, report = run.fp32, run.report
+    weighted = [n for n in quantizer.partition.weighted if n not in set(keep)]
+    groups = layer_groups(weighted, int(config.max_groups))
+    report["sensitivity"] = {"mode": config.sensitivity, "groups": len(groups), "layers": len(weighted)}
+    scores: List[Tuple[float, float]] = []
+    for i, group in enumerate(groups):
+        if config.sensitivity == "quantize-one":
+            candidate = quantizer.quantize(keep_float=keep, only=group)
+            ev = evaluator.evaluate(f"sensitivity {i} (only)", candidate)
+            value = ev.drop_points(fp32)
+            tie = ev.errors.get("mean_score_error", 0.0)
+        else:
+            candidate = quantizer.quantize(keep_float=keep + group)
+            ev = evaluator.evaluate(f"sensitivity {i} (excluded)", candidate)
+            value = ev.map50 * 100.0 - int8.map50 * 100.0
+            tie = int8.errors.get("mean_score_error", 0.0) - ev.errors.get("mean_score_error", 0.0)
+        scores.append((value, tie))
+        run.step("sensitivity", ev, group=i, layers=list(group), sensitivity_points=round(value, 4))
+    order = sorted(range(len(groups)), key=lambda i: (-scores[i][0], -scores[i][1], i))
+    report["ranking"] = [{"group": i, "layers": groups[i], "sensitivity_points": round(scores[i][0], 4),
+                          "output_effect": float(f"{scores[i][1]:.6g}")} for i in order]
+    return groups, order
+
+
+def _mixed_precision(run: _GateRun, evaluator: Evaluator, quantizer: Any, config: GateConfig, keep: List[str],
+                     groups: List[List[str]], order: List[int], drop: float) -> GateOutcome:
+    """Keep the most sensitive groups in float, one more at a time, until the drop is within budget (the
+    mixed INT8 graph) or the float share would pass ``max_float_fraction`` (then the FP16 fallback)."""
+    fp32, report, budget = run.fp32, run.report, run.budget
+    total = len(quantizer.partition.weighted)
+    limit = int(math.floor(float(config.max_float_fraction) * total + 1e-9))
+    floats = list(keep)
+    best: Optional[Tuple[Evaluation, Any, List[str]]] = None
+    for i in order:
+        if len(floats) + len(groups[i]) > limit:
+            report["mixed_stopped"] = (f"keeping group {i} too would make {len(floats) + len(groups[i])} of {total} "
+                                       f"weighted layers float, over the limit of {limit} "
+                                       f"(max_float_fraction {config.max_float_fraction:g})")
+            break
+        floats = floats + groups[i]
+        candidate = quantizer.quantize(keep_float=floats)
+        ev = evaluator.evaluate(f"mixed ({len(floats)} float)", candidate)
+        run.step("mixed", ev, float_layers=list(floats))
+        if best is None or ev.map50 > best[0].map50:
+            best = (ev, candidate, list(floats))
+        if ev.drop_points(fp32) <= budget:
+            return run.finish("int8-mixed", candidate, floats,
+                              f"INT8 dropped {drop:.2f} mAP50 points (budget {budget:g}); keeping {len(floats)} of "
+                              f"{total} weighted layers in float ({', '.join(floats[:4])}"
+                              f"{', ...' if len(floats) > 4 else ''}) brings the drop to "
+                              f"{ev.drop_points(fp32):.2f} points", ev)
+    report.setdefault("mixed_stopped", "every layer group allowed in float was tried")
+    tried = "" if best is None else (f"; the best mixed graph ({len(best[2])} float layers) still drops "
+                                     f"{best[0].drop_points(fp32):.2f}")
+    return run.fp16_fallback(f"INT8 drops {drop:.2f} mAP50 points (budget {budget:g}) and mixed precision did not "
+                             f"fix it{tried}")
+
+
 def run_gate(
     model: Any,
     fp16_model: Any,
@@ -247,10 +412,10 @@ def run_gate(
     Args:
         model: the FP32 source graph (``onnx.ModelProto``).
         fp16_model: its FP16 graph.
-        quantizer: an ``edge.export.quantize.Int8Quantizer`` of ``model`` (None with ``precision="fp16"``).
+        quantizer: an ``edge.export.quantize.int8.Int8Quantizer`` of ``model`` (None with ``precision="fp16"``).
         keep_float: weighted layers the user keeps float in every INT8 candidate.
         calib: the ``CalibrationSource`` (only to report how many calibration images are also scored).
-        fp16_simulation: ``edge.export.quantize.fp16_simulation`` of the FP16 graph; when given it is scored
+        fp16_simulation: ``edge.export.quantize.fp16.fp16_simulation`` of the FP16 graph; when given it is scored
             too and FP16 is judged by the worse of the two figures.
     """
     config.validate()
@@ -260,128 +425,31 @@ def run_gate(
         raise EdgeError("the INT8 gate needs the Int8Quantizer of the model")
     sidecar = dict(sidecar or {})
     budget = float(config.max_drop)
-    reference_predictor = OnnxPreNmsPredictor(model, sidecar=sidecar, settings=config.settings, threads=config.threads)
-    try:
-        valset = ValidationSet.load(config, reference_predictor.prepare)
-    finally:
-        reference_predictor.close()
-    evaluator = Evaluator(valset, sidecar, config.settings, config.threads)
-    model_classes = [str(c) for c in (sidecar.get("class_names") or sidecar.get("classes") or [])]
-    mismatch = bool(model_classes) and model_classes != list(valset.dataset.class_names)
-    if mismatch:
-        log.warning("the model's classes %s differ from the validation dataset's %s: class i of the model is scored "
-                    "as the dataset's class i, so the gate's mAP figures mean little", model_classes,
-                    list(valset.dataset.class_names))
-    overlap = _overlap(calib, valset.dataset)
-    if overlap:
-        log.warning("%d of the %d calibration images are also in the validation split %r: the gate's figures "
-                    "are then a little optimistic", overlap, len(calib), config.val_split)
+    evaluator, validation = _validation(model, config, sidecar, calib)
     steps: List[Dict[str, Any]] = []
     report: Dict[str, Any] = {
         "metric": "mAP50 (Pascal VOC all-points AP at IoU 0.5, mean over classes), as edge eval reports it",
         "budget_points": budget,
         "requested": precision,
-        "validation": {"data": str(config.val_data), "split": config.val_split, "images": len(valset),
-                       "calibration_images_also_validated": overlap, "class_names_differ": mismatch},
+        "validation": validation,
         "settings": config.settings.to_dict(),
         "steps": steps,
     }
 
-    def step(kind: str, ev: Evaluation, **extra: Any) -> Dict[str, Any]:
-        entry = {"step": kind}
-        entry.update(ev.to_dict(fp32))
-        entry.update(extra)
-        steps.append(entry)
-        return entry
-
     fp32 = evaluator.evaluate("fp32", model)
     steps.append(dict({"step": "fp32"}, **fp32.to_dict()))
-    fp16 = evaluator.evaluate("fp16", fp16_model)
-    step("fp16", fp16, runtime="the fp16 graph on ONNX Runtime CPU (fp32 islands: mostly weight rounding)")
-    if fp16_simulation is not None:
-        fp16_sim = evaluator.evaluate("fp16 (simulated)", fp16_simulation)
-        step("fp16-simulated", fp16_sim, runtime="fp32 graph with fp16 weights and every tensor rounded to fp16")
-        if fp16_sim.map50 < fp16.map50:
-            fp16 = fp16_sim
-    fp16_ok = fp16.drop_points(fp32) <= budget
-
-    def finish(decision: str, chosen: Any, floats: List[str], message: str, final: Optional[Evaluation]) -> GateOutcome:
-        report["decision"] = decision
-        report["message"] = message
-        report["float_layers"] = list(floats)
-        if final is not None:
-            report["final"] = final.to_dict(fp32)
-        report["fp32"] = fp32.to_dict()
-        return GateOutcome(decision, chosen, list(floats), message, report)
-
-    def fp16_fallback(why: str) -> GateOutcome:
-        if fp16_ok:
-            return finish("fp16-fallback", fp16_model, [], f"{why}; falling back to FP16 (drop "
-                          f"{fp16.drop_points(fp32):.2f} points, within the {budget:g}-point budget)", fp16)
-        return finish("refused", None, [], f"{why}; FP16 also drops {fp16.drop_points(fp32):.2f} points "
-                      f"(budget {budget:g}): no precision below FP32 keeps the accuracy", fp16)
-
+    run = _GateRun(report, fp32, budget)
+    run.score_fp16(evaluator, fp16_model, fp16_simulation)
     if precision == "fp16":
-        if fp16_ok:
-            return finish("fp16", fp16_model, [], f"FP16 drops {fp16.drop_points(fp32):.2f} mAP50 points "
-                          f"(budget {budget:g})", fp16)
-        return finish("refused", None, [], f"FP16 drops {fp16.drop_points(fp32):.2f} mAP50 points, over the "
-                      f"{budget:g}-point budget", fp16)
+        return run.fp16_only()
 
     keep = list(keep_float)
     int8_model = quantizer.quantize(keep_float=keep)
     int8 = evaluator.evaluate("int8", int8_model)
-    step("int8", int8, float_layers=keep)
+    run.step("int8", int8, float_layers=keep)
     drop = int8.drop_points(fp32)
     if drop <= budget:
-        return finish("int8", int8_model, keep, f"INT8 drops {drop:.2f} mAP50 points (budget {budget:g})", int8)
+        return run.finish("int8", int8_model, keep, f"INT8 drops {drop:.2f} mAP50 points (budget {budget:g})", int8)
 
-    # -- per-layer sensitivity
-    weighted = [n for n in quantizer.partition.weighted if n not in set(keep)]
-    groups = layer_groups(weighted, int(config.max_groups))
-    report["sensitivity"] = {"mode": config.sensitivity, "groups": len(groups), "layers": len(weighted)}
-    scores: List[Tuple[float, float]] = []
-    for i, group in enumerate(groups):
-        if config.sensitivity == "quantize-one":
-            candidate = quantizer.quantize(keep_float=keep, only=group)
-            ev = evaluator.evaluate(f"sensitivity {i} (only)", candidate)
-            value = ev.drop_points(fp32)
-            tie = ev.errors.get("mean_score_error", 0.0)
-        else:
-            candidate = quantizer.quantize(keep_float=keep + group)
-            ev = evaluator.evaluate(f"sensitivity {i} (excluded)", candidate)
-            value = ev.map50 * 100.0 - int8.map50 * 100.0
-            tie = int8.errors.get("mean_score_error", 0.0) - ev.errors.get("mean_score_error", 0.0)
-        scores.append((value, tie))
-        step("sensitivity", ev, group=i, layers=list(group), sensitivity_points=round(value, 4))
-    order = sorted(range(len(groups)), key=lambda i: (-scores[i][0], -scores[i][1], i))
-    report["ranking"] = [{"group": i, "layers": groups[i], "sensitivity_points": round(scores[i][0], 4),
-                          "output_effect": float(f"{scores[i][1]:.6g}")} for i in order]
-
-    # -- mixed precision: keep the worst groups in float, one more at a time
-    total = len(quantizer.partition.weighted)
-    limit = int(math.floor(float(config.max_float_fraction) * total + 1e-9))
-    floats = list(keep)
-    best: Optional[Tuple[Evaluation, Any, List[str]]] = None
-    for i in order:
-        if len(floats) + len(groups[i]) > limit:
-            report["mixed_stopped"] = (f"keeping group {i} too would make {len(floats) + len(groups[i])} of {total} "
-                                       f"weighted layers float, over the limit of {limit} "
-                                       f"(max_float_fraction {config.max_float_fraction:g})")
-            break
-        floats = floats + groups[i]
-        candidate = quantizer.quantize(keep_float=floats)
-        ev = evaluator.evaluate(f"mixed ({len(floats)} float)", candidate)
-        step("mixed", ev, float_layers=list(floats))
-        if best is None or ev.map50 > best[0].map50:
-            best = (ev, candidate, list(floats))
-        if ev.drop_points(fp32) <= budget:
-            return finish("int8-mixed", candidate, floats,
-                          f"INT8 dropped {drop:.2f} mAP50 points (budget {budget:g}); keeping {len(floats)} of {total} "
-                          f"weighted layers in float ({', '.join(floats[:4])}{', ...' if len(floats) > 4 else ''}) "
-                          f"brings the drop to {ev.drop_points(fp32):.2f} points", ev)
-    report.setdefault("mixed_stopped", "every layer group allowed in float was tried")
-    tried = "" if best is None else (f"; the best mixed graph ({len(best[2])} float layers) still drops "
-                                     f"{best[0].drop_points(fp32):.2f}")
-    return fp16_fallback(f"INT8 drops {drop:.2f} mAP50 points (budget {budget:g}) and mixed precision did not fix it"
-                         f"{tried}")
+    groups, order = _sensitivity(run, evaluator, quantizer, config, keep, int8)
+    return _mixed_precision(run, evaluator, quantizer, config, keep, groups, order, drop)

@@ -1,4 +1,4 @@
-"""The INT8 accuracy gate (``edge.export.accuracy_gate`` through ``edge quantize``) on crafted detectors.
+"""The INT8 accuracy gate (``edge.export.quantize.gate`` through ``edge quantize``) on crafted detectors.
 
 Random weights make mAP meaningless, so these tests build small detectors by hand whose FP32 mAP50 is 1.0
 on a synthetic dataset written to tmp_path (coloured squares on a 4x4 grid, YOLO labels), and whose INT8
@@ -26,11 +26,11 @@ from edge.cli.main import main
 from edge.data.calibration import source_from_manifest, write_manifest
 from edge.errors import EdgeError, ModelError
 from edge.evaluate import evaluate_model
-from edge.export.accuracy_gate import GateConfig, layer_groups
 from edge.export.quantize import QuantizeConfig, qdq_summary, quantize_file
+from edge.export.quantize.gate import GateConfig, layer_groups
 from edge.runtime.predictors import load_predictor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 CLASSES = ["blue", "green", "red"]
 SIZE, CELLS, SRC = 64, 4, 96  # network input, grid, source image size (letterbox scales 96 -> 64)
 SIDECAR = {"input_layout": "uint8_nhwc_bgr", "input_size": [SIZE, SIZE], "classes": CLASSES,

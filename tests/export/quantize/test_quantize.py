@@ -38,7 +38,7 @@ from edge.model_input import model_input_format
 
 torch = pytest.importorskip("torch")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 MANIFEST = REPO / "calibration" / "bccd-trainval-64.txt"
 pytestmark = pytest.mark.skipif(not (BCCD / "JPEGImages").is_dir(), reason=f"BCCD dataset not found at {BCCD}")
@@ -296,7 +296,7 @@ def test_foreign_opset9_model_quantizes_and_takes_surgery(tmp_path):
     surgery_file(out, deploy, SurgeryConfig(nms="onnx", head=HeadSpec(normalized=True, background_class=0)))
     assert read_sidecar(deploy)["quantization"]["form"] == "qdq"
     # the gate cannot know what a foreign model's outputs mean: it says so instead of scoring nonsense
-    from edge.export.accuracy_gate import GateConfig
+    from edge.export.quantize.gate import GateConfig
 
     with pytest.raises(EdgeError, match="--no-gate"):
         quantize_file(src, tmp_path / "g.onnx", QuantizeConfig(precision="fp16"),

@@ -24,10 +24,15 @@ pytest.importorskip("onnx_graphsurgeon")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edge import doctor  # noqa: E402
+from edge.doctor.compare import compare_detections, pre_nms_errors, selftest_frames  # noqa: E402
+from edge.doctor.engine_hooks import EngineHooks  # noqa: E402
+from edge.doctor.nms_split import OrtGraphRunner, nms_tail, probe_graph, split_at_nms  # noqa: E402
+from edge.doctor.precisions import plan_precisions  # noqa: E402
+from edge.doctor.report import FAIL, OK, SKIP, WARN, DoctorReport  # noqa: E402
+from edge.doctor.selftest import SelftestConfig, run_selftest  # noqa: E402
 from edge.errors import EdgeError, ModelError  # noqa: E402
 
-BCCD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd"
+BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 
 
 def write_pre_nms_model(path: Path, size: int = 64, classes: int = 3, seed: int = 0) -> Path:
@@ -129,14 +134,14 @@ def by_name(checks: Any) -> Dict[str, Any]:
 @pytest.mark.parametrize("flavour,op", [("efficient", "EfficientNMS_TRT"), ("onnx", "NonMaxSuppression")])
 def test_split_exposes_pre_nms_tensors_and_the_tail_replays_the_detections(models, flavour, op):
     model = onnx.load(str(models[flavour]))
-    split = doctor.split_at_nms(model)
+    split = split_at_nms(model)
     assert split.flavour == op
     assert "boxes" in split.pre_nms
     assert split.outputs == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
-    probe = doctor.probe_graph(model, split)
+    probe = probe_graph(model, split)
     assert [o.name for o in probe.graph.output][:4] == split.outputs
-    runner = doctor.OrtGraphRunner(probe)
-    tail = doctor.OrtGraphRunner(doctor.nms_tail(model, split))
+    runner = OrtGraphRunner(probe)
+    tail = OrtGraphRunner(nms_tail(model, split))
     assert len(tail.session.get_inputs()) == len(split.tail_inputs)
     rng = np.random.default_rng(1)
     image = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
@@ -144,7 +149,7 @@ def test_split_exposes_pre_nms_tensors_and_the_tail_replays_the_detections(model
     assert out["boxes"].shape == (1, 64, 4)
     assert int(out["num_detections"][0, 0]) > 0, "the tiny model must detect something for this test to mean anything"
     replay = tail.run({**{x: out[x] for x in split.pre_nms}, "images": image})
-    assert doctor.compare_detections(replay, {k: out[k] for k in split.outputs}, 1e-6) == []
+    assert compare_detections(replay, {k: out[k] for k in split.outputs}, 1e-6) == []
     # and the tail really runs NMS on what it is given: halving the scores drops detections below threshold
     halved = {x: (out[x] * 0.5 if "score" in x else out[x]) for x in split.pre_nms}
     fewer = tail.run({**halved, "images": image})
@@ -153,7 +158,7 @@ def test_split_exposes_pre_nms_tensors_and_the_tail_replays_the_detections(model
 
 def test_split_refuses_a_graph_without_nms(models):
     with pytest.raises(ModelError, match="edge surgery"):
-        doctor.split_at_nms(onnx.load(str(models["pre"])))
+        split_at_nms(onnx.load(str(models["pre"])))
 
 
 # --- comparisons ------------------------------------------------------------------------------------
@@ -173,44 +178,44 @@ def _dets(boxes, scores, classes):
 def test_compare_detections_matches_ties_in_any_order_and_reports_differences():
     a = _dets([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.9], [0, 1])
     swapped = _dets([[20, 20, 30, 30], [0, 0, 10, 10]], [0.9, 0.9], [1, 0])
-    assert doctor.compare_detections(a, swapped, 1e-4) == []
+    assert compare_detections(a, swapped, 1e-4) == []
     other_class = _dets([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.9], [0, 2])
-    assert "no counterpart" in doctor.compare_detections(other_class, a, 1e-4)[0]
+    assert "no counterpart" in compare_detections(other_class, a, 1e-4)[0]
     fewer = _dets([[0, 0, 10, 10]], [0.9], [0])
-    assert "1 detections vs 2" in doctor.compare_detections(fewer, a, 1e-4)[0]
+    assert "1 detections vs 2" in compare_detections(fewer, a, 1e-4)[0]
     moved = _dets([[0, 0, 10, 10.5], [20, 20, 30, 30]], [0.9, 0.9], [0, 1])
-    assert doctor.compare_detections(moved, a, 1e-4)  # 0.5 px > 1e-4 * 30 px
-    assert doctor.compare_detections(moved, a, 2e-2) == []  # 0.5 px <= 2e-2 * 30 px
+    assert compare_detections(moved, a, 1e-4)  # 0.5 px > 1e-4 * 30 px
+    assert compare_detections(moved, a, 2e-2) == []  # 0.5 px <= 2e-2 * 30 px
 
 
 def test_pre_nms_errors_are_relative_to_the_reference_scale():
     ref = {"boxes": np.array([[100.0, 200.0]]), "scores": np.array([[0.5, 0.25]])}
     got = {"boxes": np.array([[101.0, 200.0]]), "scores": np.array([[0.5, 0.3]])}
-    errors = doctor.pre_nms_errors(got, ref, ["boxes", "scores"])
+    errors = pre_nms_errors(got, ref, ["boxes", "scores"])
     assert errors["boxes"] == pytest.approx(1.0 / 200.0)
     assert errors["scores"] == pytest.approx(0.05)  # scale max(1, 0.5) = 1: absolute
-    assert doctor.pre_nms_errors({"boxes": np.zeros((1, 3))}, ref, ["boxes"])["boxes"] == float("inf")
+    assert pre_nms_errors({"boxes": np.zeros((1, 3))}, ref, ["boxes"])["boxes"] == float("inf")
 
 
 # --- which precisions a device gets ------------------------------------------------------------------
 
 
 def test_precision_plan_follows_the_gpu_and_the_tensorrt_version():
-    orin = doctor.plan_precisions("10.3.0", "8.7", "m.onnx", "fp32", None)
+    orin = plan_precisions("10.3.0", "8.7", "m.onnx", "fp32", None)
     assert [(p.precision, p.model is not None) for p in orin] == [("fp32", True), ("fp16", True), ("int8", False)]
     assert "--int8-model" in orin[2].skip_reason
-    with_q = doctor.plan_precisions("8.5.2", "7.2", "m.onnx", "fp32", "q.onnx")
+    with_q = plan_precisions("8.5.2", "7.2", "m.onnx", "fp32", "q.onnx")
     assert [p.model for p in with_q] == ["m.onnx", "m.onnx", "q.onnx"]
-    nano = doctor.plan_precisions("8.2.1", "5.3", "m.onnx", "fp32", "q.onnx")
+    nano = plan_precisions("8.2.1", "5.3", "m.onnx", "fp32", "q.onnx")
     assert nano[1].model == "m.onnx" and nano[2].model is None and "INT8" in nano[2].skip_reason
-    pascal = doctor.plan_precisions("8.6.1", "6.1", "m.onnx", "fp32", "q.onnx")
+    pascal = plan_precisions("8.6.1", "6.1", "m.onnx", "fp32", "q.onnx")
     assert pascal[1].model is None and "FP16" in pascal[1].skip_reason and pascal[2].model == "q.onnx"
-    trt11 = doctor.plan_precisions("11.0.0", "8.9", "m.onnx", "fp32", None)
+    trt11 = plan_precisions("11.0.0", "8.9", "m.onnx", "fp32", None)
     assert trt11[0].model == "m.onnx" and trt11[1].model is None and "strongly typed" in trt11[1].skip_reason
-    qdq = doctor.plan_precisions("10.3.0", "8.7", "q.onnx", "qdq", None)
+    qdq = plan_precisions("10.3.0", "8.7", "q.onnx", "qdq", None)
     assert [p.model for p in qdq] == [None, None, "q.onnx"]
     with pytest.raises(EdgeError):
-        doctor.plan_precisions("10.3.0", "8.7", "m.onnx", "fp32", None, ["fp8"])
+        plan_precisions("10.3.0", "8.7", "m.onnx", "fp32", None, ["fp8"])
 
 
 # --- the ONNX Runtime part, as run on every machine --------------------------------------------------
@@ -218,46 +223,46 @@ def test_precision_plan_follows_the_gpu_and_the_tensorrt_version():
 
 @pytest.mark.parametrize("flavour", ["efficient", "onnx"])
 def test_selftest_without_tensorrt_runs_the_onnxruntime_part_and_says_what_it_skipped(models, flavour, tmp_path):
-    cfg = doctor.SelftestConfig(model=str(models[flavour]), iterations=3, warmup=1, work_dir=str(tmp_path / "w"))
-    checks = by_name(doctor.run_selftest(cfg))
+    cfg = SelftestConfig(model=str(models[flavour]), iterations=3, warmup=1, work_dir=str(tmp_path / "w"))
+    checks = by_name(run_selftest(cfg))
     for name in ("onnxruntime: load", "onnxruntime: contract", "onnxruntime: timing", "onnxruntime: NMS split"):
-        assert checks[name].status == doctor.OK, (name, checks[name].summary)
+        assert checks[name].status == OK, (name, checks[name].summary)
     assert checks["onnxruntime: timing"].details["median_ms"] > 0
     for p in ("fp32", "fp16", "int8"):
         skipped = checks[f"tensorrt {p}"]
-        assert skipped.status == doctor.SKIP
+        assert skipped.status == SKIP
         assert "TensorRT is not installed" in skipped.summary and "parity" in skipped.summary
-    assert not any(c.status == doctor.FAIL for c in checks.values())
+    assert not any(c.status == FAIL for c in checks.values())
     # the probe graph kept for the engine build carries the sidecar along
     assert (tmp_path / "w" / f"{models[flavour].stem}.selftest.onnx").is_file()
     assert json.loads((tmp_path / "w" / f"{models[flavour].stem}.selftest.json").read_text())["classes"]
 
 
 def test_selftest_fails_on_a_model_without_nms(models):
-    checks = by_name(doctor.run_selftest(doctor.SelftestConfig(model=str(models["pre"]), iterations=1)))
-    assert checks["onnxruntime: load"].status == doctor.FAIL
+    checks = by_name(run_selftest(SelftestConfig(model=str(models["pre"]), iterations=1)))
+    assert checks["onnxruntime: load"].status == FAIL
     assert "edge surgery" in checks["onnxruntime: load"].summary
-    assert all(checks[f"tensorrt {p}"].status == doctor.SKIP for p in ("fp32", "fp16", "int8"))
+    assert all(checks[f"tensorrt {p}"].status == SKIP for p in ("fp32", "fp16", "int8"))
 
 
 def test_selftest_config_validation(models, tmp_path):
     with pytest.raises(ModelError, match="not found"):
-        doctor.SelftestConfig(model=str(tmp_path / "missing.onnx")).validate()
+        SelftestConfig(model=str(tmp_path / "missing.onnx")).validate()
     with pytest.raises(EdgeError, match="at least 2"):
-        doctor.SelftestConfig(model=str(models["efficient"]), frames=1).validate()
+        SelftestConfig(model=str(models["efficient"]), frames=1).validate()
     with pytest.raises(EdgeError, match="precision"):
-        doctor.SelftestConfig(model=str(models["efficient"]), precisions=["fp64"]).validate()
+        SelftestConfig(model=str(models["efficient"]), precisions=["fp64"]).validate()
 
 
 def test_selftest_on_real_bccd_images(models):
     images = BCCD / "JPEGImages"
     if not images.is_dir():
         pytest.skip(f"BCCD dataset not found at {BCCD}")
-    cfg = doctor.SelftestConfig(model=str(models["efficient"]), images=str(images), iterations=2, warmup=0)
-    checks = by_name(doctor.run_selftest(cfg))
-    assert checks["onnxruntime: contract"].status == doctor.OK
-    assert checks["onnxruntime: NMS split"].status == doctor.OK
-    frames = doctor.selftest_frames(2, str(images))
+    cfg = SelftestConfig(model=str(models["efficient"]), images=str(images), iterations=2, warmup=0)
+    checks = by_name(run_selftest(cfg))
+    assert checks["onnxruntime: contract"].status == OK
+    assert checks["onnxruntime: NMS split"].status == OK
+    frames = selftest_frames(2, str(images))
     assert frames[0].ndim == 3 and frames[0].shape[2] == 3 and frames[0].dtype == np.uint8
     assert not np.array_equal(frames[0], frames[1])
 
@@ -291,7 +296,7 @@ def _engine_variant(probe_path: Path, out: Path, variant: str) -> None:
         shutil.copyfile(sidecar, out.with_suffix(".json"))
 
 
-def _standin_hooks(variant: str, built: list) -> doctor.EngineHooks:
+def _standin_hooks(variant: str, built: list) -> EngineHooks:
     """EngineHooks whose engines are ONNX graphs run by ONNX Runtime (an orchestration stand-in)."""
     from edge.runtime.backend import OUTPUT_NAMES
     from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend
@@ -313,31 +318,31 @@ def _standin_hooks(variant: str, built: list) -> doctor.EngineHooks:
         built.append((precision, workspace_mb))
         return out, 0.0
 
-    return doctor.EngineHooks("ONNX Runtime stand-in (not TensorRT)", "10.3.0", "8.7", build, OrtEngineStandIn)
+    return EngineHooks("ONNX Runtime stand-in (not TensorRT)", "10.3.0", "8.7", build, OrtEngineStandIn)
 
 
 @pytest.mark.parametrize("variant,parity,identity", [
-    ("faithful", doctor.OK, doctor.OK),
-    ("drift", doctor.FAIL, doctor.OK),
-    ("other-nms", doctor.OK, doctor.FAIL),
+    ("faithful", OK, OK),
+    ("drift", FAIL, OK),
+    ("other-nms", OK, FAIL),
 ])
 def test_engine_orchestration_with_onnxruntime_standin_engines(models, tmp_path, variant, parity, identity):
     """Orchestration test, not a TensorRT run: see the module docstring."""
     built: list = []
-    cfg = doctor.SelftestConfig(model=str(models["efficient"]), iterations=2, warmup=0, workspace_mb=64,
+    cfg = SelftestConfig(model=str(models["efficient"]), iterations=2, warmup=0, workspace_mb=64,
                                 work_dir=str(tmp_path))
-    checks = by_name(doctor.run_selftest(cfg, engine_hooks=_standin_hooks(variant, built)))
+    checks = by_name(run_selftest(cfg, engine_hooks=_standin_hooks(variant, built)))
     assert built == [("fp32", 64), ("fp16", 64)]  # SM 8.7: fp32 + fp16 built; int8 needs a Q/DQ model
-    assert checks["tensorrt int8"].status == doctor.SKIP and "--int8-model" in checks["tensorrt int8"].summary
+    assert checks["tensorrt int8"].status == SKIP and "--int8-model" in checks["tensorrt int8"].summary
     for p in ("fp32", "fp16"):
-        assert checks[f"tensorrt {p}: build"].status == doctor.OK
-        assert checks[f"tensorrt {p}: contract"].status == doctor.OK
+        assert checks[f"tensorrt {p}: build"].status == OK
+        assert checks[f"tensorrt {p}: contract"].status == OK
         assert checks[f"tensorrt {p}: pre-NMS parity"].status == parity, checks[f"tensorrt {p}: pre-NMS parity"].summary
         assert checks[f"tensorrt {p}: post-NMS identity"].status == identity
         assert checks[f"tensorrt {p}: timing"].details["iterations"] == 2
     if variant == "drift":
         assert "scores" in checks["tensorrt fp32: pre-NMS parity"].summary
-    report = doctor.DoctorReport(checks=[], selftest=list(checks.values()))
+    report = DoctorReport(checks=[], selftest=list(checks.values()))
     assert report.exit_code == (0 if variant == "faithful" else 1)
 
 
@@ -345,10 +350,10 @@ def test_a_crashing_engine_build_is_one_failed_line_not_a_traceback(models, tmp_
     def build(onnx_path: str, precision: str, workspace_mb: int, out_dir: str) -> Tuple[Path, float]:
         raise RuntimeError(f"out of memory building {precision}")
 
-    hooks = doctor.EngineHooks("stand-in", "8.5.2", "7.2", build, lambda p: None)
-    cfg = doctor.SelftestConfig(model=str(models["onnx"]), precisions=["fp32", "fp16"], iterations=1, warmup=0)
-    checks = by_name(doctor.run_selftest(cfg, engine_hooks=hooks))
-    assert checks["tensorrt fp32: build"].status == doctor.FAIL
+    hooks = EngineHooks("stand-in", "8.5.2", "7.2", build, lambda p: None)
+    cfg = SelftestConfig(model=str(models["onnx"]), precisions=["fp32", "fp16"], iterations=1, warmup=0)
+    checks = by_name(run_selftest(cfg, engine_hooks=hooks))
+    assert checks["tensorrt fp32: build"].status == FAIL
     assert "out of memory building fp16" in checks["tensorrt fp16: build"].summary
 
 
@@ -396,16 +401,16 @@ def test_selftest_with_a_tensorrt_standin_says_why_engines_cannot_run(models, ve
 
     if version == "10.3.0" and importlib.util.find_spec("pycuda") is not None:
         pytest.skip("PyCUDA is installed here: the CUDA device check would run for real")
-    cfg = doctor.SelftestConfig(model=str(models["efficient"]), iterations=1, warmup=0)
-    checks = by_name(doctor.run_selftest(cfg, trt_module=make_tensorrt(version)))
+    cfg = SelftestConfig(model=str(models["efficient"]), iterations=1, warmup=0)
+    checks = by_name(run_selftest(cfg, trt_module=make_tensorrt(version)))
     for p in ("fp32", "fp16", "int8"):
-        assert checks[f"tensorrt {p}"].status == doctor.SKIP
+        assert checks[f"tensorrt {p}"].status == SKIP
         assert reason in checks[f"tensorrt {p}"].summary, checks[f"tensorrt {p}"].summary
 
 
 def test_selftest_warns_when_the_inputs_give_no_detections(tmp_path):
     model = write_deploy_model(tmp_path, "onnx", score_threshold=0.999)
-    checks = by_name(doctor.run_selftest(doctor.SelftestConfig(model=str(model), iterations=1, warmup=0)))
+    checks = by_name(run_selftest(SelftestConfig(model=str(model), iterations=1, warmup=0)))
     assert checks["onnxruntime: contract"].details["detections"] == [0, 0, 0]
-    assert checks["onnxruntime: detections"].status == doctor.WARN
+    assert checks["onnxruntime: detections"].status == WARN
     assert "--images" in checks["onnxruntime: detections"].fix

@@ -17,11 +17,23 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import pytest
 
-from edge import doctor
-from edge.doctor import FAIL, OK, SKIP, WARN, SystemPaths
+from edge.doctor.facts import (
+    SystemPaths,
+    detect_platform,
+    jetpack_for_l4t,
+    opencv_build_facts,
+    parse_cuda_version,
+    parse_nvpmodel,
+    read_device_model,
+    read_meminfo,
+    run_command,
+    v4l2_devices,
+)
+from edge.doctor.probes import collect_report, probe_python
+from edge.doctor.report import FAIL, OK, SKIP, WARN, Check, DoctorReport
 from tests.trt_standin import make_tensorrt
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 ORIN_RELEASE = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 04:36:44 UTC 2024\n"
 XAVIER_RELEASE = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n"
@@ -35,9 +47,9 @@ def write(path: Path, text: str = "") -> Path:
 
 
 def script_runner(bin_dir: Path):
-    """Runs commands from ``bin_dir`` only (real processes through doctor.run_command)."""
+    """Runs commands from ``bin_dir`` only (real processes through facts.run_command)."""
     def run(cmd: Sequence[str]) -> Tuple[int, str]:
-        return doctor.run_command([str(bin_dir / cmd[0])] + list(cmd[1:]))
+        return run_command([str(bin_dir / cmd[0])] + list(cmd[1:]))
     return run
 
 
@@ -105,7 +117,7 @@ def fake_desktop(root: Path) -> SystemPaths:
     )
 
 
-def checks_of(report: doctor.DoctorReport) -> Dict[str, doctor.Check]:
+def checks_of(report: DoctorReport) -> Dict[str, Check]:
     return {c.name: c for c in report.checks}
 
 
@@ -113,20 +125,20 @@ def checks_of(report: doctor.DoctorReport) -> Dict[str, doctor.Check]:
 
 
 def test_readers_parse_the_files_jetpack_writes(tmp_path):
-    assert doctor.jetpack_for_l4t("35.4.1") == "5.1.2"
-    assert doctor.jetpack_for_l4t("36.4.0") == "6.1"
-    assert doctor.jetpack_for_l4t("36.4.3") == "6.2"
-    assert doctor.jetpack_for_l4t("36.9.9") == "6.x"
-    assert doctor.jetpack_for_l4t("32.7.1") == "4.6.x"
-    assert doctor.jetpack_for_l4t("99.1") is None
-    assert doctor.read_device_model(str(write(tmp_path / "model", "NVIDIA Jetson AGX Orin\0"))) == "NVIDIA Jetson AGX Orin"
-    assert doctor.read_device_model(str(tmp_path / "absent")) is None
-    assert doctor.parse_nvpmodel("NV Power Mode: MAXN\n0\n") == {"mode": "MAXN", "id": 0}
-    assert doctor.parse_nvpmodel("NVPM WARN: no such file\n") == {"mode": None, "id": None}
-    assert doctor.parse_cuda_version('{"cuda": {"version": "11.4.315"}}') == "11.4.315"
-    assert doctor.parse_cuda_version("Cuda compilation tools, release 11.4, V11.4.315") == "11.4"
-    assert doctor.parse_cuda_version("CUDA Version 10.2.300\n") == "10.2.300"
-    mem = doctor.read_meminfo(str(write(tmp_path / "meminfo", "MemTotal: 2048 kB\nMemAvailable: 1024 kB\n")))
+    assert jetpack_for_l4t("35.4.1") == "5.1.2"
+    assert jetpack_for_l4t("36.4.0") == "6.1"
+    assert jetpack_for_l4t("36.4.3") == "6.2"
+    assert jetpack_for_l4t("36.9.9") == "6.x"
+    assert jetpack_for_l4t("32.7.1") == "4.6.x"
+    assert jetpack_for_l4t("99.1") is None
+    assert read_device_model(str(write(tmp_path / "model", "NVIDIA Jetson AGX Orin\0"))) == "NVIDIA Jetson AGX Orin"
+    assert read_device_model(str(tmp_path / "absent")) is None
+    assert parse_nvpmodel("NV Power Mode: MAXN\n0\n") == {"mode": "MAXN", "id": 0}
+    assert parse_nvpmodel("NVPM WARN: no such file\n") == {"mode": None, "id": None}
+    assert parse_cuda_version('{"cuda": {"version": "11.4.315"}}') == "11.4.315"
+    assert parse_cuda_version("Cuda compilation tools, release 11.4, V11.4.315") == "11.4"
+    assert parse_cuda_version("CUDA Version 10.2.300\n") == "10.2.300"
+    mem = read_meminfo(str(write(tmp_path / "meminfo", "MemTotal: 2048 kB\nMemAvailable: 1024 kB\n")))
     assert mem == {"MemTotal": 2048 * 1024, "MemAvailable": 1024 * 1024}
 
 
@@ -134,7 +146,7 @@ def test_v4l2_devices_are_named_from_sysfs_and_csi_sensors_recognized(tmp_path):
     paths = fake_jetson(tmp_path)
     write(tmp_path / "dev/video10")
     write(tmp_path / "dev/video-meta")  # not a capture node name
-    devices = doctor.v4l2_devices(paths.dev_dir, paths.sysfs)
+    devices = v4l2_devices(paths.dev_dir, paths.sysfs)
     assert [Path(d["path"]).name for d in devices] == ["video0", "video1", "video10"]
     assert devices[0]["kind"] == "csi" and devices[0]["name"].startswith("vi-output, imx219")
     assert devices[1]["kind"] == "v4l2" and "USB" in devices[1]["name"]
@@ -143,14 +155,14 @@ def test_v4l2_devices_are_named_from_sysfs_and_csi_sensors_recognized(tmp_path):
 
 def test_opencv_build_facts_from_the_real_build_information():
     cv2 = pytest.importorskip("cv2")
-    facts = doctor.opencv_build_facts(cv2.getBuildInformation())
+    facts = opencv_build_facts(cv2.getBuildInformation())
     assert set(facts) == {"gstreamer", "ffmpeg", "gui", "cuda"}
     assert isinstance(facts["gstreamer"], bool)
     jetpack_like = "  Video I/O:\n    FFMPEG:                      YES\n    GStreamer:                   YES (1.16.3)\n" \
                    "  GUI:                           GTK2\n  NVIDIA CUDA:                   YES (ver 11.4)\n"
-    assert doctor.opencv_build_facts(jetpack_like) == {"gstreamer": True, "ffmpeg": True, "gui": "GTK2", "cuda": True}
+    assert opencv_build_facts(jetpack_like) == {"gstreamer": True, "ffmpeg": True, "gui": "GTK2", "cuda": True}
     pip_like = "    GStreamer:                   NO\n  GUI:                           NONE\n"
-    assert doctor.opencv_build_facts(pip_like)["gstreamer"] is False
+    assert opencv_build_facts(pip_like)["gstreamer"] is False
 
 
 # --- a JetPack 6 Orin ---------------------------------------------------------------------------------
@@ -158,7 +170,7 @@ def test_opencv_build_facts_from_the_real_build_information():
 
 def test_orin_jetpack6_report(tmp_path):
     paths = fake_jetson(tmp_path, environ={"PATH": "/nonexistent"})
-    report = doctor.collect_report(paths, trt_module=make_tensorrt("10.3.0"))
+    report = collect_report(paths, trt_module=make_tensorrt("10.3.0"))
     c = checks_of(report)
     assert c["platform"].status == OK and "Orin Nano" in c["platform"].summary
     assert c["L4T / JetPack"].status == OK and c["L4T / JetPack"].summary == "L4T 36.4.0 = JetPack 6.1"
@@ -183,7 +195,7 @@ def test_orin_jetpack6_report(tmp_path):
 
 def test_orin_with_a_wedged_argus_daemon_low_memory_and_locked_clocks(tmp_path):
     paths = fake_jetson(tmp_path, nvargus_running=False, mem_available_kb=600_000, gpu_min_is_max=True, usb=False)
-    c = checks_of(doctor.collect_report(paths, trt_module=make_tensorrt("10.3.0")))
+    c = checks_of(collect_report(paths, trt_module=make_tensorrt("10.3.0")))
     assert c["CSI cameras"].status == WARN and "restart nvargus-daemon" in c["CSI cameras"].fix
     assert c["V4L2 cameras"].status == WARN
     assert c["memory"].status == WARN and "--workspace" in c["memory"].fix
@@ -194,7 +206,7 @@ def test_orin_with_a_wedged_argus_daemon_low_memory_and_locked_clocks(tmp_path):
 def test_jetson_without_nvpmodel_or_cuda_runtime(tmp_path):
     paths = fake_jetson(tmp_path, nvpmodel=None)
     (tmp_path / "usr/local/cuda/targets/aarch64-linux/lib/libcudart.so.12").unlink()
-    c = checks_of(doctor.collect_report(paths, trt_module=make_tensorrt("10.3.0")))
+    c = checks_of(collect_report(paths, trt_module=make_tensorrt("10.3.0")))
     assert c["power mode / clocks"].status == WARN and "nvpmodel" in c["power mode / clocks"].summary
     assert c["CUDA"].status == FAIL and "nvidia-cuda-dev" in c["CUDA"].fix
 
@@ -204,7 +216,7 @@ def test_jetson_without_nvpmodel_or_cuda_runtime(tmp_path):
 
 def test_xavier_jetpack5_with_tensorrt_85(tmp_path):
     paths = fake_jetson(tmp_path, release=XAVIER_RELEASE, model="NVIDIA Jetson AGX Xavier Developer Kit", csi=False)
-    c = checks_of(doctor.collect_report(paths, trt_module=make_tensorrt("8.5.2")))
+    c = checks_of(collect_report(paths, trt_module=make_tensorrt("8.5.2")))
     assert c["L4T / JetPack"].summary == "L4T 35.4.1 = JetPack 5.1.2"
     trt = c["TensorRT"]
     assert trt.status == OK and trt.details["version"] == "8.5.2" and trt.details["onnx_nms_import"] is False
@@ -213,34 +225,34 @@ def test_xavier_jetpack5_with_tensorrt_85(tmp_path):
 
 def test_python_probe_on_a_jetson_wants_system_site_packages_and_jetpacks_python(tmp_path):
     paths = fake_jetson(tmp_path, release=XAVIER_RELEASE)
-    facts = doctor.detect_platform(paths)
+    facts = detect_platform(paths)
     venv = tmp_path / "venv"
     write(venv / "pyvenv.cfg", "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.8.10\n")
-    isolated = doctor.probe_python(facts, str(venv), "/usr", (3, 8, 10))
+    isolated = probe_python(facts, str(venv), "/usr", (3, 8, 10))
     assert isolated.status == FAIL and "--system-site-packages" in isolated.fix
     write(venv / "pyvenv.cfg", "home = /usr/bin\ninclude-system-site-packages = true\nversion = 3.8.10\n")
-    assert doctor.probe_python(facts, str(venv), "/usr", (3, 8, 10)).status == OK
-    wrong = doctor.probe_python(facts, str(venv), "/usr", (3, 11, 2))
+    assert probe_python(facts, str(venv), "/usr", (3, 8, 10)).status == OK
+    wrong = probe_python(facts, str(venv), "/usr", (3, 11, 2))
     assert wrong.status == WARN and "3.8" in wrong.summary
-    desktop = doctor.detect_platform(fake_desktop(tmp_path / "desktop"))
-    assert doctor.probe_python(desktop, str(venv), "/usr", (3, 11, 2)).status == OK
+    desktop = detect_platform(fake_desktop(tmp_path / "desktop"))
+    assert probe_python(desktop, str(venv), "/usr", (3, 11, 2)).status == OK
 
 
 def test_tensorrt_without_efficient_nms_plugin_fails_with_the_way_out(tmp_path):
     paths = fake_jetson(tmp_path)
-    c = checks_of(doctor.collect_report(paths, trt_module=make_tensorrt("10.3.0", plugins=("BatchedNMS_TRT",))))
+    c = checks_of(collect_report(paths, trt_module=make_tensorrt("10.3.0", plugins=("BatchedNMS_TRT",))))
     assert c["TensorRT"].status == FAIL and "NOT registered" in c["TensorRT"].summary
     assert "--nms onnx" in c["TensorRT"].fix  # 10.3 imports ONNX NonMaxSuppression
 
 
 def test_tensorrt_11_is_reported_as_strongly_typed(tmp_path):
-    c = checks_of(doctor.collect_report(fake_jetson(tmp_path), trt_module=make_tensorrt("11.0.0")))
+    c = checks_of(collect_report(fake_jetson(tmp_path), trt_module=make_tensorrt("11.0.0")))
     assert c["TensorRT"].status == OK and "strongly typed only" in c["TensorRT"].summary
 
 
 def test_jetpack4_nano_is_best_effort(tmp_path):
     paths = fake_jetson(tmp_path, release=NANO_RELEASE, model="NVIDIA Jetson Nano Developer Kit")
-    c = checks_of(doctor.collect_report(paths, trt_module=make_tensorrt("10.3.0")))
+    c = checks_of(collect_report(paths, trt_module=make_tensorrt("10.3.0")))
     assert c["L4T / JetPack"].status == WARN and "best effort" in c["L4T / JetPack"].summary
 
 
@@ -248,7 +260,7 @@ def test_jetpack4_nano_is_best_effort(tmp_path):
 
 
 def test_desktop_without_gpu_skips_jetson_and_gpu_checks(tmp_path):
-    report = doctor.collect_report(fake_desktop(tmp_path))
+    report = collect_report(fake_desktop(tmp_path))
     c = checks_of(report)
     assert c["platform"].status == OK and "not a Jetson" in c["platform"].summary
     for name in ("L4T / JetPack", "CUDA", "CSI cameras", "power mode / clocks"):
@@ -272,13 +284,13 @@ def test_a_crashing_probe_becomes_a_failed_line(tmp_path):
         raise OSError("nvpmodel hung the bus")
 
     paths.run = broken_run
-    c = checks_of(doctor.collect_report(paths, trt_module=make_tensorrt("10.3.0")))
+    c = checks_of(collect_report(paths, trt_module=make_tensorrt("10.3.0")))
     assert c["power mode / clocks"].status == FAIL and "nvpmodel hung the bus" in c["power mode / clocks"].summary
     assert c["memory"].status == OK  # the other probes still ran
 
 
 def test_report_text_and_json_agree(tmp_path):
-    report = doctor.collect_report(fake_jetson(tmp_path), trt_module=make_tensorrt("8.5.2"))
+    report = collect_report(fake_jetson(tmp_path), trt_module=make_tensorrt("8.5.2"))
     text = report.format_text()
     data = report.to_dict()
     counts = data["summary"]
@@ -293,14 +305,14 @@ def test_report_text_and_json_agree(tmp_path):
 
 def test_check_rejects_unknown_status():
     with pytest.raises(ValueError):
-        doctor.Check("x", "good", "")
+        Check("x", "good", "")
 
 
 # --- this machine and the command line ----------------------------------------------------------------
 
 
 def test_real_machine_report_runs(tmp_path):
-    report = doctor.collect_report()
+    report = collect_report()
     c = checks_of(report)
     assert c["ONNX Runtime"].status in (OK, WARN)
     assert "CPUExecutionProvider" in c["ONNX Runtime"].details["providers"]

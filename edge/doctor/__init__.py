@@ -35,6 +35,7 @@ Modules (each imports only the ones listed before it):
     precisions    which engine precisions a device gets
     engine_hooks  how the self-test builds and opens engines (TensorRT + PyCUDA by default)
     selftest      SelftestConfig and run_selftest
+    verb          run_doctor: what ``edge doctor`` does with its options
 
 Runtime path: no torch. numpy and the standard library at import; onnx, onnxruntime, OpenCV, TensorRT and
 PyCUDA are imported inside the functions that need them.
@@ -47,6 +48,7 @@ from edge.doctor.facts import PlatformFacts, SystemPaths, detect_platform, syste
 from edge.doctor.probes import collect_report
 from edge.doctor.report import FAIL, OK, SKIP, STATUSES, WARN, Check, DoctorReport
 from edge.doctor.selftest import SelftestConfig, run_selftest
+from edge.doctor.verb import run_doctor
 
 __all__ = [
     "FAIL",
@@ -63,6 +65,7 @@ __all__ = [
     "SystemPaths",
     "collect_report",
     "detect_platform",
+    "run_doctor",
     "run_selftest",
     "system_paths",
     "tensorrt_hooks",

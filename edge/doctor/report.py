@@ -5,6 +5,7 @@ forms, and its exit code (1 when a check failed).
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -94,3 +95,6 @@ class DoctorReport:
         lines.append("summary: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES))
         return "\n".join(lines)
 
+    def format_json(self) -> str:
+        """``to_dict`` as indented JSON (what ``edge doctor --json`` prints)."""
+        return json.dumps(self.to_dict(), indent=2, default=str)

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 class SelftestConfig:
     """What ``edge doctor --selftest`` runs.
 
-    model: deploy ONNX (NMS inside; the bundled model by default, resolved by the CLI).
+    model: deploy ONNX (NMS inside; the bundled model by default, resolved by ``run_doctor``).
     int8_model: a Q/DQ version of it for the INT8 engine (optional).
     images: folder of images to feed (default: test:// pattern frames). frames: how many inputs.
     precisions: subset of fp32/fp16/int8 (default: every one the device supports).

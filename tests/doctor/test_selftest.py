@@ -1,5 +1,5 @@
-"""``edge doctor --selftest`` on CPU: the ONNX Runtime part on real deploy graphs (both NMS flavours, made by
-``edge surgery`` from a tiny detector written here), the graph split at the NMS, the precision plan, and the
+"""``edge doctor --selftest`` on CPU (``edge.doctor.selftest``): the ONNX Runtime part on real deploy graphs
+(both NMS flavours, made by ``edge surgery`` from the tiny detector in tests/doctor/tiny_models.py), and the
 engine part's orchestration.
 
 The engine part needs TensorRT and a GPU, which this machine lacks. ``test_engine_orchestration_*`` drive it
@@ -22,200 +22,20 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime_extensions")
 pytest.importorskip("onnx_graphsurgeon")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
 
-from edge.doctor.compare import compare_detections, pre_nms_errors, selftest_frames  # noqa: E402
+from edge.doctor.compare import selftest_frames  # noqa: E402
 from edge.doctor.engine_hooks import EngineHooks  # noqa: E402
-from edge.doctor.nms_split import OrtGraphRunner, nms_tail, probe_graph, split_at_nms  # noqa: E402
-from edge.doctor.precisions import plan_precisions  # noqa: E402
 from edge.doctor.report import FAIL, OK, SKIP, WARN, DoctorReport  # noqa: E402
 from edge.doctor.selftest import SelftestConfig, run_selftest  # noqa: E402
 from edge.errors import EdgeError, ModelError  # noqa: E402
+from tests.doctor.tiny_models import write_deploy_model  # noqa: E402
 
 BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 
 
-def write_pre_nms_model(path: Path, size: int = 64, classes: int = 3, seed: int = 0) -> Path:
-    """A tiny pre-NMS detector: uint8 [1,S,S,3] BGR -> boxes [1,N,4] xyxy input pixels, scores [1,N,C].
-
-    One strided conv predicts per-cell offsets, log sizes and class logits around a grid of anchor
-    centres, so boxes are well formed and scores vary with the image. Sidecar with class names beside it.
-    """
-    rng = np.random.default_rng(seed)
-    stride = 8
-    c_out = 4 + classes
-    weights = (rng.standard_normal((c_out, 3, stride, stride)) * 0.05).astype(np.float32)
-    bias = (rng.standard_normal(c_out) * 0.5).astype(np.float32)
-    g = size // stride
-    n = g * g
-    ys, xs = np.meshgrid(np.arange(g), np.arange(g), indexing="ij")
-    centres = np.stack([(xs.ravel() + 0.5) * stride, (ys.ravel() + 0.5) * stride], -1).astype(np.float32)[None]
-    nodes = [
-        helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
-        helper.make_node("Transpose", ["f"], ["nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node("Div", ["nchw", "c255"], ["x"]),
-        helper.make_node("Conv", ["x", "W", "B"], ["y"], kernel_shape=[stride, stride], strides=[stride, stride]),
-        helper.make_node("Reshape", ["y", "shape3"], ["y3"]),
-        helper.make_node("Transpose", ["y3"], ["t"], perm=[0, 2, 1]),
-        helper.make_node("Slice", ["t", "s0", "s2", "ax2"], ["dxy"]),
-        helper.make_node("Slice", ["t", "s2", "s4", "ax2"], ["dwh"]),
-        helper.make_node("Slice", ["t", "s4", "s99", "ax2"], ["logits"]),
-        helper.make_node("Mul", ["dxy", "cstride"], ["oxy"]),
-        helper.make_node("Add", ["oxy", "centres"], ["cxy"]),
-        helper.make_node("Exp", ["dwh"], ["ewh"]),
-        helper.make_node("Mul", ["ewh", "cbase"], ["wh"]),
-        helper.make_node("Mul", ["wh", "chalf"], ["hwh"]),
-        helper.make_node("Sub", ["cxy", "hwh"], ["tl"]),
-        helper.make_node("Add", ["cxy", "hwh"], ["br"]),
-        helper.make_node("Concat", ["tl", "br"], ["boxes"], axis=2),
-        helper.make_node("Sigmoid", ["logits"], ["scores"]),
-    ]
-    inits = [
-        numpy_helper.from_array(np.array(255, np.float32), "c255"),
-        numpy_helper.from_array(weights, "W"),
-        numpy_helper.from_array(bias, "B"),
-        numpy_helper.from_array(np.array([1, c_out, n], np.int64), "shape3"),
-        numpy_helper.from_array(np.array([0], np.int64), "s0"),
-        numpy_helper.from_array(np.array([2], np.int64), "s2"),
-        numpy_helper.from_array(np.array([4], np.int64), "s4"),
-        numpy_helper.from_array(np.array([99], np.int64), "s99"),
-        numpy_helper.from_array(np.array([2], np.int64), "ax2"),
-        numpy_helper.from_array(np.array(float(stride), np.float32), "cstride"),
-        numpy_helper.from_array(centres, "centres"),
-        numpy_helper.from_array(np.array(2.0 * stride, np.float32), "cbase"),
-        numpy_helper.from_array(np.array(0.5, np.float32), "chalf"),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny_detector",
-        [helper.make_tensor_value_info("images", TensorProto.UINT8, [1, size, size, 3])],
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, n, 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, n, classes])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    path.with_suffix(".json").write_text(json.dumps({
-        "classes": [f"cell{i}" for i in range(classes)], "input_size": [size, size],
-        "input_layout": "uint8_nhwc_bgr",
-    }))
-    return path
-
-
-def write_deploy_model(directory: Path, nms: str = "efficient", score_threshold: float = 0.3,
-                       max_detections: int = 20) -> Path:
-    """The tiny detector with NMS appended by the real ``edge surgery`` (``nms``: efficient | onnx)."""
-    from edge.export.surgery import SurgeryConfig, surgery_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    pre = directory / "tiny.onnx"
-    if not pre.exists():
-        write_pre_nms_model(pre)
-    out = directory / f"tiny.{nms}.onnx"
-    surgery_file(pre, out, SurgeryConfig(nms=nms, score_threshold=score_threshold, max_detections=max_detections))
-    return out
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: Any) -> Dict[str, Path]:
-    d = tmp_path_factory.mktemp("selftest_models")
-    return {"efficient": write_deploy_model(d, "efficient"), "onnx": write_deploy_model(d, "onnx"),
-            "pre": d / "tiny.onnx"}
-
-
 def by_name(checks: Any) -> Dict[str, Any]:
     return {c.name: c for c in checks}
-
-
-# --- the graph split ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("flavour,op", [("efficient", "EfficientNMS_TRT"), ("onnx", "NonMaxSuppression")])
-def test_split_exposes_pre_nms_tensors_and_the_tail_replays_the_detections(models, flavour, op):
-    model = onnx.load(str(models[flavour]))
-    split = split_at_nms(model)
-    assert split.flavour == op
-    assert "boxes" in split.pre_nms
-    assert split.outputs == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
-    probe = probe_graph(model, split)
-    assert [o.name for o in probe.graph.output][:4] == split.outputs
-    runner = OrtGraphRunner(probe)
-    tail = OrtGraphRunner(nms_tail(model, split))
-    assert len(tail.session.get_inputs()) == len(split.tail_inputs)
-    rng = np.random.default_rng(1)
-    image = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
-    out = runner.run({"images": image})
-    assert out["boxes"].shape == (1, 64, 4)
-    assert int(out["num_detections"][0, 0]) > 0, "the tiny model must detect something for this test to mean anything"
-    replay = tail.run({**{x: out[x] for x in split.pre_nms}, "images": image})
-    assert compare_detections(replay, {k: out[k] for k in split.outputs}, 1e-6) == []
-    # and the tail really runs NMS on what it is given: halving the scores drops detections below threshold
-    halved = {x: (out[x] * 0.5 if "score" in x else out[x]) for x in split.pre_nms}
-    fewer = tail.run({**halved, "images": image})
-    assert int(fewer["num_detections"][0, 0]) < int(out["num_detections"][0, 0])
-
-
-def test_split_refuses_a_graph_without_nms(models):
-    with pytest.raises(ModelError, match="edge surgery"):
-        split_at_nms(onnx.load(str(models["pre"])))
-
-
-# --- comparisons ------------------------------------------------------------------------------------
-
-
-def _dets(boxes, scores, classes):
-    k = 4
-    b = np.zeros((1, k, 4), np.float32)
-    s = np.zeros((1, k), np.float32)
-    c = np.zeros((1, k), np.int32)
-    n = len(scores)
-    b[0, :n], s[0, :n], c[0, :n] = boxes, scores, classes
-    return {"num_detections": np.array([[n]], np.int32), "detection_boxes": b, "detection_scores": s,
-            "detection_classes": c}
-
-
-def test_compare_detections_matches_ties_in_any_order_and_reports_differences():
-    a = _dets([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.9], [0, 1])
-    swapped = _dets([[20, 20, 30, 30], [0, 0, 10, 10]], [0.9, 0.9], [1, 0])
-    assert compare_detections(a, swapped, 1e-4) == []
-    other_class = _dets([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.9], [0, 2])
-    assert "no counterpart" in compare_detections(other_class, a, 1e-4)[0]
-    fewer = _dets([[0, 0, 10, 10]], [0.9], [0])
-    assert "1 detections vs 2" in compare_detections(fewer, a, 1e-4)[0]
-    moved = _dets([[0, 0, 10, 10.5], [20, 20, 30, 30]], [0.9, 0.9], [0, 1])
-    assert compare_detections(moved, a, 1e-4)  # 0.5 px > 1e-4 * 30 px
-    assert compare_detections(moved, a, 2e-2) == []  # 0.5 px <= 2e-2 * 30 px
-
-
-def test_pre_nms_errors_are_relative_to_the_reference_scale():
-    ref = {"boxes": np.array([[100.0, 200.0]]), "scores": np.array([[0.5, 0.25]])}
-    got = {"boxes": np.array([[101.0, 200.0]]), "scores": np.array([[0.5, 0.3]])}
-    errors = pre_nms_errors(got, ref, ["boxes", "scores"])
-    assert errors["boxes"] == pytest.approx(1.0 / 200.0)
-    assert errors["scores"] == pytest.approx(0.05)  # scale max(1, 0.5) = 1: absolute
-    assert pre_nms_errors({"boxes": np.zeros((1, 3))}, ref, ["boxes"])["boxes"] == float("inf")
-
-
-# --- which precisions a device gets ------------------------------------------------------------------
-
-
-def test_precision_plan_follows_the_gpu_and_the_tensorrt_version():
-    orin = plan_precisions("10.3.0", "8.7", "m.onnx", "fp32", None)
-    assert [(p.precision, p.model is not None) for p in orin] == [("fp32", True), ("fp16", True), ("int8", False)]
-    assert "--int8-model" in orin[2].skip_reason
-    with_q = plan_precisions("8.5.2", "7.2", "m.onnx", "fp32", "q.onnx")
-    assert [p.model for p in with_q] == ["m.onnx", "m.onnx", "q.onnx"]
-    nano = plan_precisions("8.2.1", "5.3", "m.onnx", "fp32", "q.onnx")
-    assert nano[1].model == "m.onnx" and nano[2].model is None and "INT8" in nano[2].skip_reason
-    pascal = plan_precisions("8.6.1", "6.1", "m.onnx", "fp32", "q.onnx")
-    assert pascal[1].model is None and "FP16" in pascal[1].skip_reason and pascal[2].model == "q.onnx"
-    trt11 = plan_precisions("11.0.0", "8.9", "m.onnx", "fp32", None)
-    assert trt11[0].model == "m.onnx" and trt11[1].model is None and "strongly typed" in trt11[1].skip_reason
-    qdq = plan_precisions("10.3.0", "8.7", "q.onnx", "qdq", None)
-    assert [p.model for p in qdq] == [None, None, "q.onnx"]
-    with pytest.raises(EdgeError):
-        plan_precisions("10.3.0", "8.7", "m.onnx", "fp32", None, ["fp8"])
 
 
 # --- the ONNX Runtime part, as run on every machine --------------------------------------------------
@@ -355,37 +175,6 @@ def test_a_crashing_engine_build_is_one_failed_line_not_a_traceback(models, tmp_
     checks = by_name(run_selftest(cfg, engine_hooks=hooks))
     assert checks["tensorrt fp32: build"].status == FAIL
     assert "out of memory building fp16" in checks["tensorrt fp16: build"].summary
-
-
-# --- the command line ----------------------------------------------------------------------------
-
-
-def test_cli_selftest_json(models, capsys):
-    from edge.cli.main import main
-
-    rc = main(["-q", "doctor", "--json", "--selftest", "--model", str(models["onnx"]), "--iterations", "2"])
-    data = json.loads(capsys.readouterr().out)
-    assert rc == data["exit_code"]
-    names = {c["name"]: c for c in data["selftest"]}
-    assert names["onnxruntime: NMS split"]["status"] == "ok"
-    assert names["tensorrt fp16"]["status"] == "skip"
-    assert data["summary"]["skip"] >= 3
-
-
-def test_cli_selftest_exit_status_is_1_when_a_check_fails(models, capsys):
-    from edge.cli.main import main
-
-    rc = main(["-q", "doctor", "--selftest", "--model", str(models["pre"]), "--iterations", "1"])
-    out = capsys.readouterr().out
-    assert rc == 1
-    assert "fail  onnxruntime: load" in out and "-- self-test" in out
-
-
-def test_cli_selftest_options_need_selftest(models, caplog):
-    from edge.cli.main import main
-
-    assert main(["doctor", "--model", str(models["onnx"])]) == 2
-    assert "--model: self-test option(s) given without --selftest" in caplog.text
 
 
 @pytest.mark.parametrize("version,reason", [

@@ -357,7 +357,7 @@ def test_service_launcher_runs_edge_run_and_stops_cleanly_on_sigterm(tmp_path):
         pytest.skip(f"{venv} has no edge-run (run scripts/bootstrap.sh)")
     pytest.importorskip("onnxruntime_extensions")
     pytest.importorskip("onnx_graphsurgeon")
-    from tests.test_doctor_selftest import write_deploy_model
+    from tests.doctor.tiny_models import write_deploy_model
 
     model = write_deploy_model(tmp_path / "model", "efficient")
     assert stage_install(tmp_path, venv).returncode == 0

@@ -10,7 +10,6 @@ Exit status: 0 when nothing failed (warnings and skipped checks do not count), 1
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 HELP = "check this machine (Jetson, CUDA, TensorRT, PyCUDA, OpenCV, cameras, ...) and self-test engines"
@@ -38,34 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--selftest: keep engines and probe graphs here (default: a temporary folder, removed)")
 
 
-def _selftest_model(args: argparse.Namespace) -> str:
-    if args.model:
-        return str(args.model)
-    from edge.bundled import bundled_model
-
-    return str(bundled_model())
-
-
-_SELFTEST_ONLY = ("model", "int8_model", "images", "precision", "work_dir")
-
-
 def run(args: argparse.Namespace) -> int:
-    from edge.doctor import SelftestConfig, collect_report, run_selftest
-    from edge.errors import EdgeError
+    from edge.doctor import run_doctor
 
-    given = [f"--{name.replace('_', '-')}" for name in _SELFTEST_ONLY if getattr(args, name) is not None]
-    if given and not args.selftest:
-        raise EdgeError(f"{', '.join(given)}: self-test option(s) given without --selftest; add --selftest")
-    report = collect_report()
-    if args.selftest:
-        cfg = SelftestConfig(
-            model=_selftest_model(args), int8_model=args.int8_model, images=args.images,
-            precisions=args.precision, iterations=args.iterations, workspace_mb=args.workspace,
-            work_dir=args.work_dir, keep=args.work_dir is not None,
-        )
-        report.selftest = run_selftest(cfg)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2, default=str))
-    else:
-        print(report.format_text())
+    report = run_doctor(
+        selftest=args.selftest, model=args.model, int8_model=args.int8_model, images=args.images,
+        precisions=args.precision, iterations=args.iterations, workspace_mb=args.workspace, work_dir=args.work_dir,
+    )
+    print(report.format_json() if args.json else report.format_text())
     return report.exit_code

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
+from edge.artifacts import model_file_kind
 from edge.bench.config import FixedSizeError
 from edge.errors import ModelError
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+from edge.runtime.backend import PreNmsModelError
+from edge.runtime.open_model import deploy_from_checkpoint, deploy_from_pre_nms
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 
@@ -46,16 +47,28 @@ def onnx_precision(path: Path) -> str:
 
 
 def default_backend_factory(model: Path, imgsz: Optional[Tuple[int, int]], threads: int) -> Any:
-    """Open ``model`` (a deploy ONNX or a TensorRT engine) for inference at ``imgsz``.
+    """Open ``model`` (any model file ``edge-run`` takes) for inference at ``imgsz``.
 
-    ONNX: ONNX Runtime with ``threads`` intra-op threads and spinning off (as ``edge-run`` runs it). A graph
-    with a free height/width (``edge export --dynamic-hw``) runs at ``imgsz``; a static graph only at its
-    own size. Engines: the TensorRT backend (their size is fixed at build time).
+    A checkpoint or a pre-NMS ONNX is first made into a deploy graph exactly as ``edge-run`` does
+    (``edge.runtime.open_model``). ONNX: ONNX Runtime with ``threads`` intra-op threads and spinning off (as
+    ``edge-run`` runs it). A graph with a free height/width (``edge export --dynamic-hw``) runs at
+    ``imgsz``; a static graph only at its own size. Engines: the TensorRT backend (their size is fixed at
+    build time).
     """
     model = Path(model)
     if not model.is_file():
         raise ModelError(f"model {model} not found")
-    if model.suffix.lower() in ENGINE_SUFFIXES:
+    if model_file_kind(model) == "checkpoint":
+        model = deploy_from_checkpoint(model)
+    try:
+        return _open_deploy_graph(model, imgsz, threads)
+    except PreNmsModelError as exc:
+        return _open_deploy_graph(deploy_from_pre_nms(model, exc), imgsz, threads)
+
+
+def _open_deploy_graph(model: Path, imgsz: Optional[Tuple[int, int]], threads: int) -> Any:
+    """A deploy ONNX on ONNX Runtime or an engine on TensorRT, checked against ``imgsz``."""
+    if model_file_kind(model) == "engine":
         from edge.runtime.tensorrt_backend import TensorRTBackend
 
         backend = TensorRTBackend(model)
@@ -79,4 +92,4 @@ def default_backend_factory(model: Path, imgsz: Optional[Tuple[int, int]], threa
     return backend
 
 
-__all__ = ["ENGINE_SUFFIXES", "default_backend_factory", "onnx_precision", "precision_of"]
+__all__ = ["default_backend_factory", "onnx_precision", "precision_of"]

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Tuple
 
 HELP = "benchmark raw inference, the edge-run loop and a naive loop on the same model and input"
 
@@ -74,22 +73,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep the generated clip here (default: a temporary folder, removed)")
 
 
-def _backend_factory(model: Path, imgsz: Optional[Tuple[int, int]], threads: int) -> Any:
-    """``edge.bench.default_backend_factory``, after making a deploy graph from a checkpoint or a pre-NMS
-    ONNX exactly as ``edge-run`` does."""
-    from edge.artifacts import CHECKPOINT_SUFFIXES
-    from edge.bench import default_backend_factory
-    from edge.runtime.backend import PreNmsModelError
-    from edge.runtime.open_model import deploy_from_checkpoint, deploy_from_pre_nms
-
-    if model.suffix.lower() in CHECKPOINT_SUFFIXES:
-        model = deploy_from_checkpoint(model)
-    try:
-        return default_backend_factory(model, imgsz, threads)
-    except PreNmsModelError as exc:
-        return default_backend_factory(deploy_from_pre_nms(model, exc), imgsz, threads)
-
-
 def _echo(text: str) -> None:
     """Print one line of the verb's output (the summary, the files written) on stdout."""
     print(text, flush=True)
@@ -98,15 +81,8 @@ def _echo(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge.bench import run_command
 
-    return run_command(args, backend_factory=_backend_factory, echo=_echo)
+    return run_command(args, echo=_echo)
 
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-
-if __name__ == "__main__":  # pragma: no cover - `edge bench` is the entry point
-    import sys
-
-    from edge.cli.main import main
-
-    sys.exit(main(["bench"] + sys.argv[1:]))

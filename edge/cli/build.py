@@ -1,9 +1,9 @@
-"""``edge build``: TensorRT engines per resolution from a Q/DQ, fp16 or fp32 ONNX."""
+"""``edge build``: TensorRT engines per resolution from a Q/DQ, fp16 or fp32 ONNX (or any model file
+``edge-run`` takes: ``edge.runtime.engines``)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 from edge.errors import EdgeError
@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="ONNX file (from edge export / surgery / quantize, or your own)")
+    p.add_argument("model", help="deploy ONNX (from edge surgery / quantize, or your own); a pre-NMS ONNX or a "
+                   "checkpoint is given NMS first, an engine is rebuilt from the ONNX its sidecar names")
     p.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8", "best"],
                    help="fp16/int8 as builder flags on TensorRT <= 10; on 11 the ONNX must carry them (edge quantize)")
     p.add_argument("--imgsz", action="append", default=[], metavar="HxW",
@@ -66,63 +67,14 @@ def _config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.artifacts import read_sidecar, sha256_file
-    from edge.trt import build as trt_build
-    from edge.trt.engine_key import DeviceInfo, read_l4t_release
-    from edge.trt.onnx_info import inspect_onnx
-    from edge.trt.version import capabilities
+    from edge.runtime.engines import CalibrationRequest, PlanTarget, build_engines_for_model
 
     cfg = _config(args)
+    dry_run = None
     if args.dry_run:
         if not (args.trt_version and args.device_name and args.device_sm):
             raise EdgeError("--dry-run needs --trt-version, --device-name and --device-sm (no TensorRT/GPU is queried)")
-        caps = capabilities(args.trt_version)
-        device = DeviceInfo(args.device_name, args.device_sm, read_l4t_release())
-        info = inspect_onnx(cfg.onnx_path)
-        plans = trt_build.plan_engines(cfg, info, read_sidecar(cfg.onnx_path, required=False) or {}, device,
-                                       caps, sha256_file(cfg.onnx_path))
-        print(json.dumps(trt_build.plan_summary(plans), indent=2))
-        return 0
-
-    from edge.trt.api import load_tensorrt
-
-    trt = load_tensorrt()
-    from edge.cuda import CudaContext
-    from edge.trt.engine_key import device_info
-
-    device = device_info()
-    calibrator = None
-    with CudaContext(0).current():
-        if args.calib:
-            calibrator = _legacy_calibrator(args, cfg, trt)
-        results = trt_build.build_engines(cfg, trt, device, calibrator=calibrator)
-    for r in results:
-        print(f"{r.status:>10}  {r.path}" + (f"  ({r.seconds:.1f} s)" if r.status == "built" else ""))
+        dry_run = PlanTarget(args.trt_version, args.device_name, args.device_sm)
+    calib = CalibrationRequest(args.calib, args.calib_split, args.calib_count, args.calib_cache) if args.calib else None
+    build_engines_for_model(cfg, calib=calib, dry_run=dry_run, announce=lambda line: print(line, flush=True))
     return 0
-
-
-def _legacy_calibrator(args: argparse.Namespace, cfg, trt):
-    """TensorRT's IInt8EntropyCalibrator2 fed by edge quantize's batcher (same letterbox, same layout)."""
-    from pathlib import Path
-
-    from edge.artifacts import sha256_file
-    from edge.cuda import DeviceBuffer
-    from edge.data.calibration import ImageBatcher, calibration_sha256, calibration_source, provenance_record
-    from edge.model_input import model_input_format
-    from edge.trt.api import trt_capabilities
-    from edge.trt.calibrator import CalibrationCache, CalibrationFeeder, make_entropy_calibrator
-
-    caps = trt_capabilities(trt)
-    if not caps.int8_calibrator:
-        raise EdgeError(f"TensorRT {caps.version_string} has no INT8 calibrator (removed in 11): run "
-                        "`edge quantize --precision int8` and build the Q/DQ graph instead of --calib")
-    if cfg.precision not in ("int8", "best"):
-        raise EdgeError("--calib only applies with --precision int8 or best")
-    batcher = ImageBatcher(calibration_source(args.calib, args.calib_split, args.calib_count),
-                           model_input_format(cfg.onnx_path), batch_size=cfg.batch[1])
-    record = provenance_record(batcher, method="entropy", source_onnx_sha256=sha256_file(cfg.onnx_path),
-                               tools={"tensorrt": caps.version_string})
-    cfg.calibration_sha256 = calibration_sha256(record)
-    cache_path = args.calib_cache or str(Path("calibration") / "cache" / (Path(cfg.onnx_path).stem + ".cache"))
-    feeder = CalibrationFeeder(batcher, batcher.batch_size, DeviceBuffer)
-    return make_entropy_calibrator(trt, feeder, CalibrationCache(cache_path, record))

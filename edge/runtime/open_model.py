@@ -22,25 +22,11 @@ from typing import Any, Optional
 
 from edge.artifacts import ENGINE_SUFFIXES, model_file_kind, read_sidecar, sha256_file
 from edge.errors import EdgeError, ModelError
-from edge.ort import choose_providers
+from edge.ort import choose_providers, graph_kind, output_names
 from edge.runtime.backend import PreNmsModelError
 from edge.runtime.plan import InferencePlan, plan_inference
 
 log = logging.getLogger(__name__)
-
-
-def build_engine_for(model: Path, out_dir: str = "engines", precision: str = "fp16") -> Path:
-    """Build (or reuse, when its cache key still matches) the TensorRT engine of a deploy ONNX.
-
-    Raises a clear error where TensorRT or a GPU is missing: then run the ONNX with ONNX Runtime.
-    """
-    from edge.trt.api import load_tensorrt
-    from edge.trt.build import EngineBuildConfig, build_engines
-    from edge.trt.engine_key import device_info
-
-    trt = load_tensorrt()
-    results = build_engines(EngineBuildConfig(str(model), out_dir=out_dir, precision=precision), trt, device_info())
-    return results[0].path
 
 
 def open_backend(model: Path, choice: str = "auto", *, threads: int = 0, spin: bool = False,
@@ -69,6 +55,8 @@ def open_backend(model: Path, choice: str = "auto", *, threads: int = 0, spin: b
         log.info("backend: tensorrt (the model is an engine)")
         return TensorRTBackend(model, cuda_graph=cuda_graph, check_key=check_key)
     if choice == "tensorrt":
+        from edge.runtime.engines import build_engine_for
+
         engine = build_engine_for(model)
         from edge.runtime.tensorrt_backend import TensorRTBackend
 
@@ -146,3 +134,28 @@ def deploy_from_checkpoint(checkpoint: Path) -> Path:
     except Exception as exc:
         raise ModelError(f"exporting {checkpoint.name} failed ({exc}); run the stages yourself: {commands}") from exc
     return deploy
+
+
+def deploy_graph_for(model: Path) -> Path:
+    """The deploy ONNX (NMS inside) that ``model`` stands for, made when it is missing.
+
+    A checkpoint is exported and given NMS, a pre-NMS ONNX is given NMS (both as ``open_backend`` does);
+    a deploy ONNX is itself; an engine stands for the ONNX it was built from (its sidecar's
+    ``engine.source_onnx``), which must still exist.
+    """
+    if not model.exists():
+        raise ModelError(f"model {model} not found")
+    kind = model_file_kind(model)
+    if kind == "checkpoint":
+        return deploy_from_checkpoint(model)
+    if kind == "engine":
+        source = ((read_sidecar(model, required=False) or {}).get("engine") or {}).get("source_onnx")
+        if not source or not Path(source).is_file():
+            raise ModelError(
+                f"{model.name} is a TensorRT engine and its sidecar names no ONNX that still exists "
+                f"({source or 'none recorded'}); pass the deploy ONNX it was built from")
+        log.info("%s was built from %s", model.name, source)
+        return Path(source)
+    if graph_kind(output_names(model)) == "pre-nms":
+        return deploy_from_pre_nms(model, PreNmsModelError(f"{model.name} ends in boxes + scores (no NMS inside)"))
+    return model

@@ -1,0 +1,118 @@
+"""Engines for a model file on this device: ``edge build``, and ``edge-run --backend tensorrt`` on an ONNX.
+
+``build_engines_for_model`` resolves any model file ``edge-run`` takes to the deploy ONNX it stands for
+(``edge.runtime.open_model.deploy_graph_for``: a checkpoint is exported, a pre-NMS graph given NMS, an
+engine rebuilt from the ONNX its sidecar names), then plans (``--dry-run``: no TensorRT, no GPU) or builds
+one engine per resolution with ``edge.trt.build``, optionally with TensorRT's legacy INT8 calibrator fed
+by the same batches as ``edge quantize`` (``edge.data.calibration``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+from edge.artifacts import read_sidecar, sha256_file
+from edge.cuda import CudaContext, DeviceBuffer
+from edge.data.calibration import ImageBatcher, calibration_sha256, calibration_source, provenance_record
+from edge.errors import EdgeError
+from edge.model_input import model_input_format
+from edge.runtime.open_model import deploy_graph_for
+from edge.trt import build as trt_build
+from edge.trt.api import load_tensorrt, trt_capabilities
+from edge.trt.build import BuiltEngine, EngineBuildConfig, build_engines
+from edge.trt.calibrator import CalibrationCache, CalibrationFeeder, make_entropy_calibrator
+from edge.trt.engine_key import DeviceInfo, device_info, read_l4t_release
+from edge.trt.onnx_info import inspect_onnx
+from edge.trt.version import capabilities
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CalibrationRequest:
+    """Legacy implicit INT8 (TensorRT <= 10): calibration images and where the cache goes.
+
+    source: a manifest or a dataset YAML; split / count: with a YAML, which split and how many images;
+    cache: the calibration cache file (default ``calibration/cache/<model>.cache``).
+    """
+
+    source: str
+    split: Optional[str] = None
+    count: Optional[int] = None
+    cache: Optional[str] = None
+
+
+@dataclass
+class PlanTarget:
+    """``--dry-run``: the TensorRT version and device to plan for (nothing is queried)."""
+
+    trt_version: str
+    device_name: str
+    device_sm: str
+
+
+def build_engine_for(model: Path, out_dir: str = "engines", precision: str = "fp16") -> Path:
+    """Build (or reuse, when its cache key still matches) the TensorRT engine of a deploy ONNX.
+
+    Raises a clear error where TensorRT or a GPU is missing: then run the ONNX with ONNX Runtime.
+    """
+    from edge.trt.api import load_tensorrt
+    from edge.trt.build import EngineBuildConfig, build_engines
+    from edge.trt.engine_key import device_info
+
+    trt = load_tensorrt()
+    results = build_engines(EngineBuildConfig(str(model), out_dir=out_dir, precision=precision), trt, device_info())
+    return results[0].path
+
+
+def build_engines_for_model(cfg: EngineBuildConfig, *, calib: Optional[CalibrationRequest] = None,
+                            dry_run: Optional[PlanTarget] = None,
+                            announce: Callable[[str], None] = log.info) -> List[BuiltEngine]:
+    """``edge build``: engines for ``cfg.onnx_path`` (any model file; see the module docstring).
+
+    With ``dry_run`` the plan (engine files, status, trtexec lines) goes to ``announce`` as JSON and no
+    engine is built (returns []); otherwise one line per engine (built or up to date).
+    """
+    deploy = deploy_graph_for(Path(cfg.onnx_path))
+    if str(deploy) != str(cfg.onnx_path):
+        cfg = dataclasses.replace(cfg, onnx_path=str(deploy))
+    if dry_run is not None:
+        caps = capabilities(dry_run.trt_version)
+        device = DeviceInfo(dry_run.device_name, dry_run.device_sm, read_l4t_release())
+        plans = trt_build.plan_engines(cfg, inspect_onnx(cfg.onnx_path), read_sidecar(cfg.onnx_path, required=False)
+                                       or {}, device, caps, sha256_file(cfg.onnx_path))
+        announce(json.dumps(trt_build.plan_summary(plans), indent=2))
+        return []
+    trt = load_tensorrt()
+    device = device_info()
+    calibrator = None
+    with CudaContext(0).current():
+        if calib is not None:
+            calibrator = legacy_calibrator(calib, cfg, trt)
+        results = build_engines(cfg, trt, device, calibrator=calibrator)
+    for r in results:
+        announce(f"{r.status:>10}  {r.path}" + (f"  ({r.seconds:.1f} s)" if r.status == "built" else ""))
+    return results
+
+
+def legacy_calibrator(calib: CalibrationRequest, cfg: EngineBuildConfig, trt: Any) -> Any:
+    """TensorRT's IInt8EntropyCalibrator2 fed by edge quantize's batcher (same letterbox, same layout)."""
+    caps = trt_capabilities(trt)
+    if not caps.int8_calibrator:
+        raise EdgeError(f"TensorRT {caps.version_string} has no INT8 calibrator (removed in 11): run "
+                        "`edge quantize --precision int8` and build the Q/DQ graph instead of --calib")
+    if cfg.precision not in ("int8", "best"):
+        raise EdgeError("--calib only applies with --precision int8 or best")
+    batcher = ImageBatcher(calibration_source(calib.source, calib.split, calib.count),
+                           model_input_format(cfg.onnx_path), batch_size=cfg.batch[1])
+    record = provenance_record(batcher, method="entropy", source_onnx_sha256=sha256_file(cfg.onnx_path),
+                               tools={"tensorrt": caps.version_string})
+    cfg.calibration_sha256 = calibration_sha256(record)
+    cache_path = calib.cache or str(Path("calibration") / "cache" / (Path(cfg.onnx_path).stem + ".cache"))
+    feeder = CalibrationFeeder(batcher, batcher.batch_size, DeviceBuffer)
+    return make_entropy_calibrator(trt, feeder, CalibrationCache(cache_path, record))

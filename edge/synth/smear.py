@@ -32,7 +32,7 @@ labels cut RBCs only from ~60% visible). Labels follow ``data/bccd.yaml``: 0 RBC
 
 Cell sizes are given for 640x480 and scale with ``min(width / 640, height / 480)``. The colour
 statistics were matched to BCCD's test split (mean BGR ~ (183, 179, 189), plasma ~ (200, 205, 203), WBC
-nucleus ~ (202, 97, 126)); tests/test_synth.py checks them against the real images when present.
+nucleus ~ (202, 97, 126)); tests/synth/test_smear.py checks them against the real images when present.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ import numpy as np
 
 from edge.boxes import box_area, box_iou
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 ImageId = Union[str, int]
 
@@ -543,5 +543,5 @@ def evaluate(
     )
     without = [c.name for c in per_class if c.num_gt == 0]
     if without:
-        logger.info("classes without ground truth (excluded from the means): %s", ", ".join(without))
+        log.info("classes without ground truth (excluded from the means): %s", ", ".join(without))
     return result

@@ -21,7 +21,7 @@ from edge.data.records import ImageRecord
 from edge.data.sanitize import Problem, ProblemLog, check_annotated_size, check_image, clean_box, report_box
 from edge.errors import DataError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def read_coco_json(path: Path) -> Dict[str, Any]:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -234,6 +234,43 @@ def _check_inputs(boxes: np.ndarray, scores: np.ndarray, anchors: Optional[np.nd
     return boxes, scores
 
 
+def _raw_threshold(p: EfficientNMSParams) -> float:
+    """The score threshold in the units of the raw scores: ``logit(score_threshold)`` with
+    ``score_activation`` (-32768 when the threshold is <= 0, inf when >= 1), else the threshold itself."""
+    thr = float(p.score_threshold)
+    if p.score_activation:
+        raw_thr = -float(1 << 15) if thr <= 0.0 else (math.inf if thr >= 1.0 else math.log(thr / (1.0 - thr)))
+    else:
+        raw_thr = thr
+    return raw_thr
+
+
+def _candidates(s: np.ndarray, raw_thr_t: Any, p: EfficientNMSParams
+                ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One image's NMS candidates from its scores [N, C]: (box index, class, score) arrays in descending
+    score order (ties as in the module docstring), at most ``max_candidates``; None when none passes."""
+    n, c = s.shape
+    mask = s >= raw_thr_t  # NaN never passes
+    if 0 <= p.background_class < c:
+        mask[:, p.background_class] = False
+    if p.class_agnostic:  # ties: lower box, then lower class (flat index n * C + c)
+        flat = np.flatnonzero(mask.ravel())
+        vals = s.ravel()[flat]
+    else:  # ties: lower class, then lower box (flat index c * N + n)
+        flat = np.flatnonzero(mask.T.ravel())
+        vals = s.T.ravel()[flat]
+    if flat.size == 0:
+        return None
+    order = np.argsort(-vals, kind="stable")[: int(p.max_candidates)]
+    cand = flat[order]
+    cand_scores = vals[order]
+    if p.class_agnostic:
+        cand_box, cand_cls = cand // c, cand % c
+    else:
+        cand_cls, cand_box = cand // n, cand % n
+    return cand_box, cand_cls, cand_scores
+
+
 def efficient_nms(
     boxes: Any,
     scores: Any,
@@ -273,34 +310,14 @@ def efficient_nms(
     out_scores = np.zeros((b, k), dtype=out_dtype)
     out_classes = np.zeros((b, k), dtype=np.int32)
 
-    thr = float(p.score_threshold)
-    if p.score_activation:
-        raw_thr = -float(1 << 15) if thr <= 0.0 else (math.inf if thr >= 1.0 else math.log(thr / (1.0 - thr)))
-    else:
-        raw_thr = thr
-    raw_thr_t = scores3.dtype.type(raw_thr)
+    raw_thr_t = scores3.dtype.type(_raw_threshold(p))
     shared = boxes4.shape[2] == 1
 
     for img in range(b):
-        s = scores3[img]
-        mask = s >= raw_thr_t  # NaN never passes
-        if 0 <= p.background_class < c:
-            mask[:, p.background_class] = False
-        if p.class_agnostic:  # ties: lower box, then lower class (flat index n * C + c)
-            flat = np.flatnonzero(mask.ravel())
-            vals = s.ravel()[flat]
-        else:  # ties: lower class, then lower box (flat index c * N + n)
-            flat = np.flatnonzero(mask.T.ravel())
-            vals = s.T.ravel()[flat]
-        if flat.size == 0:
+        found = _candidates(scores3[img], raw_thr_t, p)
+        if found is None:
             continue
-        order = np.argsort(-vals, kind="stable")[: int(p.max_candidates)]
-        cand = flat[order]
-        cand_scores = vals[order]
-        if p.class_agnostic:
-            cand_box, cand_cls = cand // c, cand % c
-        else:
-            cand_cls, cand_box = cand // n, cand % n
+        cand_box, cand_cls, cand_scores = found
         sel = boxes4[img, cand_box, 0] if shared else boxes4[img, cand_box, cand_cls]
         if anchors_a is not None:
             anc = anchors_a[0 if anchors_a.shape[0] == 1 else img, cand_box]

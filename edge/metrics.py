@@ -42,7 +42,7 @@ import numpy as np
 
 from edge.boxes import box_area, box_iou
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 ImageId = Union[str, int]
 
@@ -430,96 +430,16 @@ def evaluate(
         raise ValueError(f"max_dets must be >= 1, got {max_dets}")
     names = [str(n) for n in class_names]
     num_classes = len(names)
-    ids = [r.image_id for r in ground_truth]
-    known = set(ids)
-    if len(known) != len(ids):
-        raise ValueError("ground truth has duplicate image ids")
-    unknown = [k for k in detections if k not in known]
-    if unknown:
-        raise ValueError(f"{len(unknown)} detection image id(s) not in the ground truth, e.g. {unknown[0]!r}")
-    empty = ImageDetections()
-    num_dets = 0
-    for key, det in detections.items():
-        if len(det) and (det.labels.min() < 0 or det.labels.max() >= num_classes):
-            raise ValueError(
-                f"image {key!r}: detection label out of range 0..{num_classes - 1}: "
-                f"{int(det.labels.min())}..{int(det.labels.max())}"
-            )
-        num_dets += len(det)
+    ids, num_dets = _check_inputs(ground_truth, detections, num_classes)
 
-    thresholds = COCO_IOU_THRESHOLDS
     per_class: List[ClassResult] = []
     num_gt_total = 0
     num_difficult_total = 0
     for k in range(num_classes):
-        gt_b: List[np.ndarray] = []
-        gt_d: List[np.ndarray] = []
-        dt_b: List[np.ndarray] = []
-        dt_s: List[np.ndarray] = []
-        for r in ground_truth:
-            labels = np.asarray(r.labels).reshape(-1)
-            sel = labels == k
-            gt_b.append(np.asarray(r.boxes, dtype=np.float64).reshape(-1, 4)[sel])
-            gt_d.append(np.asarray(r.difficult, dtype=bool).reshape(-1)[sel])
-            det = detections.get(r.image_id, empty)
-            dsel = det.labels == k
-            dt_b.append(det.boxes[dsel])
-            dt_s.append(det.scores[dsel])
-        num_gt = int(sum(int(np.count_nonzero(~d)) for d in gt_d))
-        num_difficult = int(sum(int(np.count_nonzero(d)) for d in gt_d))
-        num_gt_total += num_gt
-        num_difficult_total += num_difficult
-
-        voc_all, voc_11, curve = _voc_class(gt_b, gt_d, dt_b, dt_s, VOC_IOU_THRESHOLD)
-
-        # COCO: per image, top max_dets detections by score, IoU once, matching per area range.
-        parts: Dict[str, List[_CocoImageClass]] = {a: [] for a in COCO_AREA_RANGES}
-        for boxes_g, crowd, boxes_d, scores_d in zip(gt_b, gt_d, dt_b, dt_s):
-            if len(boxes_g) == 0 and len(boxes_d) == 0:
-                continue
-            order = np.argsort(-scores_d, kind="mergesort")[:max_dets]
-            boxes_d = boxes_d[order]
-            scores_d = scores_d[order]
-            ious = np.zeros((len(boxes_d), len(boxes_g)))
-            if len(boxes_d) and len(boxes_g):
-                ious = np.asarray(box_iou(boxes_d, boxes_g), dtype=np.float64)
-                if crowd.any():
-                    ious[:, crowd] = _crowd_iou(boxes_d, boxes_g[crowd])
-            gt_area = box_area(boxes_g)
-            dt_area = box_area(boxes_d)
-            for area_name, (lo, hi) in COCO_AREA_RANGES.items():
-                gt_ignore = crowd | (gt_area < lo) | (gt_area > hi)
-                matched, matched_ig = _coco_match(ious, gt_ignore, crowd, thresholds)
-                out_of_range = (dt_area < lo) | (dt_area > hi)
-                ignored = matched_ig | (~matched & out_of_range[None, :])
-                parts[area_name].append(
-                    _CocoImageClass(scores_d, matched, ignored, int(np.count_nonzero(~gt_ignore)))
-                )
-        precision_by_area = {a: _coco_precision(p, thresholds) for a, p in parts.items()}
-        prec_all = precision_by_area["all"]
-        t50 = int(np.argmin(np.abs(thresholds - 0.5)))
-        t75 = int(np.argmin(np.abs(thresholds - 0.75)))
-        per_class.append(
-            ClassResult(
-                name=names[k],
-                index=k,
-                num_gt=num_gt,
-                num_difficult=num_difficult,
-                num_detections=int(sum(len(s) for s in dt_s)),
-                voc_ap50=voc_all,
-                voc_ap50_11pt=voc_11,
-                coco_ap=None if prec_all is None else float(np.mean(prec_all)),
-                coco_ap50=None if prec_all is None else float(np.mean(prec_all[t50])),
-                coco_ap75=None if prec_all is None else float(np.mean(prec_all[t75])),
-                coco_ap_by_area={
-                    a: (None if p is None else float(np.mean(p)))
-                    for a, p in precision_by_area.items()
-                    if a != "all"
-                },
-                voc_curve=curve,
-                coco_precision=prec_all,
-            )
-        )
+        class_result = _class_result(ground_truth, detections, k, names[k], max_dets)
+        num_gt_total += class_result.num_gt
+        num_difficult_total += class_result.num_difficult
+        per_class.append(class_result)
 
     coco = {
         "ap": _mean([c.coco_ap for c in per_class]),
@@ -543,5 +463,117 @@ def evaluate(
     )
     without = [c.name for c in per_class if c.num_gt == 0]
     if without:
-        logger.info("classes without ground truth (excluded from the means): %s", ", ".join(without))
+        log.info("classes without ground truth (excluded from the means): %s", ", ".join(without))
     return result
+
+
+def _check_inputs(
+    ground_truth: Sequence[Any], detections: Mapping[ImageId, ImageDetections], num_classes: int
+) -> Tuple[List[ImageId], int]:
+    """The ground truth's image ids and the total number of detections; ValueError on duplicate ids,
+    detections of unknown images or labels out of range."""
+    ids = [r.image_id for r in ground_truth]
+    known = set(ids)
+    if len(known) != len(ids):
+        raise ValueError("ground truth has duplicate image ids")
+    unknown = [k for k in detections if k not in known]
+    if unknown:
+        raise ValueError(f"{len(unknown)} detection image id(s) not in the ground truth, e.g. {unknown[0]!r}")
+    num_dets = 0
+    for key, det in detections.items():
+        if len(det) and (det.labels.min() < 0 or det.labels.max() >= num_classes):
+            raise ValueError(
+                f"image {key!r}: detection label out of range 0..{num_classes - 1}: "
+                f"{int(det.labels.min())}..{int(det.labels.max())}"
+            )
+        num_dets += len(det)
+    return ids, num_dets
+
+
+def _class_result(
+    ground_truth: Sequence[Any],
+    detections: Mapping[ImageId, ImageDetections],
+    k: int,
+    name: str,
+    max_dets: int,
+) -> ClassResult:
+    """VOC and COCO scores of class ``k`` over every image."""
+    thresholds = COCO_IOU_THRESHOLDS
+    empty = ImageDetections()
+    gt_b: List[np.ndarray] = []
+    gt_d: List[np.ndarray] = []
+    dt_b: List[np.ndarray] = []
+    dt_s: List[np.ndarray] = []
+    for r in ground_truth:
+        labels = np.asarray(r.labels).reshape(-1)
+        sel = labels == k
+        gt_b.append(np.asarray(r.boxes, dtype=np.float64).reshape(-1, 4)[sel])
+        gt_d.append(np.asarray(r.difficult, dtype=bool).reshape(-1)[sel])
+        det = detections.get(r.image_id, empty)
+        dsel = det.labels == k
+        dt_b.append(det.boxes[dsel])
+        dt_s.append(det.scores[dsel])
+    num_gt = int(sum(int(np.count_nonzero(~d)) for d in gt_d))
+    num_difficult = int(sum(int(np.count_nonzero(d)) for d in gt_d))
+
+    voc_all, voc_11, curve = _voc_class(gt_b, gt_d, dt_b, dt_s, VOC_IOU_THRESHOLD)
+
+    parts = _coco_class_parts(gt_b, gt_d, dt_b, dt_s, max_dets, thresholds)
+    precision_by_area = {a: _coco_precision(p, thresholds) for a, p in parts.items()}
+    prec_all = precision_by_area["all"]
+    t50 = int(np.argmin(np.abs(thresholds - 0.5)))
+    t75 = int(np.argmin(np.abs(thresholds - 0.75)))
+    return ClassResult(
+        name=name,
+        index=k,
+        num_gt=num_gt,
+        num_difficult=num_difficult,
+        num_detections=int(sum(len(s) for s in dt_s)),
+        voc_ap50=voc_all,
+        voc_ap50_11pt=voc_11,
+        coco_ap=None if prec_all is None else float(np.mean(prec_all)),
+        coco_ap50=None if prec_all is None else float(np.mean(prec_all[t50])),
+        coco_ap75=None if prec_all is None else float(np.mean(prec_all[t75])),
+        coco_ap_by_area={
+            a: (None if p is None else float(np.mean(p)))
+            for a, p in precision_by_area.items()
+            if a != "all"
+        },
+        voc_curve=curve,
+        coco_precision=prec_all,
+    )
+
+
+def _coco_class_parts(
+    gt_b: List[np.ndarray],
+    gt_d: List[np.ndarray],
+    dt_b: List[np.ndarray],
+    dt_s: List[np.ndarray],
+    max_dets: int,
+    thresholds: np.ndarray,
+) -> Dict[str, List[_CocoImageClass]]:
+    """COCO matching of one class, per area range and image (lists are per image, same order)."""
+    # COCO: per image, top max_dets detections by score, IoU once, matching per area range.
+    parts: Dict[str, List[_CocoImageClass]] = {a: [] for a in COCO_AREA_RANGES}
+    for boxes_g, crowd, boxes_d, scores_d in zip(gt_b, gt_d, dt_b, dt_s):
+        if len(boxes_g) == 0 and len(boxes_d) == 0:
+            continue
+        order = np.argsort(-scores_d, kind="mergesort")[:max_dets]
+        boxes_d = boxes_d[order]
+        scores_d = scores_d[order]
+        ious = np.zeros((len(boxes_d), len(boxes_g)))
+        if len(boxes_d) and len(boxes_g):
+            ious = np.asarray(box_iou(boxes_d, boxes_g), dtype=np.float64)
+            if crowd.any():
+                ious[:, crowd] = _crowd_iou(boxes_d, boxes_g[crowd])
+        gt_area = box_area(boxes_g)
+        dt_area = box_area(boxes_d)
+        for area_name, (lo, hi) in COCO_AREA_RANGES.items():
+            gt_ignore = crowd | (gt_area < lo) | (gt_area > hi)
+            matched, matched_ig = _coco_match(ious, gt_ignore, crowd, thresholds)
+            out_of_range = (dt_area < lo) | (dt_area > hi)
+            ignored = matched_ig | (~matched & out_of_range[None, :])
+            parts[area_name].append(
+                _CocoImageClass(scores_d, matched, ignored, int(np.count_nonzero(~gt_ignore)))
+            )
+    return parts

@@ -22,7 +22,7 @@ from edge.data.images import image_size, read_image
 from edge.data.records import Dataset, ImageRecord, LoadReport
 from edge.data.sanitize import Problem, ProblemLog
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Dataset",
@@ -126,6 +126,6 @@ def summary_text(dataset: Dataset) -> str:
 
 def log_summary(dataset: Dataset, log: Optional[logging.Logger] = None) -> None:
     """Log ``summary_text``: INFO when the split loaded cleanly, WARNING when anything was skipped/clipped."""
-    log = log or logger
+    log = log or logging.getLogger(__name__)  # the parameter shadows the module's ``log``
     level = logging.WARNING if dataset.report.total else logging.INFO
     log.log(level, "%s", summary_text(dataset))

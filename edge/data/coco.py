@@ -14,14 +14,14 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from edge.data.config import DatasetConfig
 from edge.data.records import ImageRecord
 from edge.data.sanitize import Problem, ProblemLog, check_annotated_size, check_image, clean_box, report_box
 from edge.errors import DataError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def read_coco_json(path: Path) -> Dict[str, Any]:
@@ -125,11 +125,32 @@ def load_coco(
             "set 'images:' for the split or at the top of the dataset YAML"
         )
     names, category_ids = coco_classes(data, config.names, path, problems)
-    class_of = {cid: i for i, cid in enumerate(category_ids)}
-    known_categories = {
-        c.get("id") for c in data.get("categories", []) if isinstance(c, dict) and _is_int(c.get("id"))
-    }
+    images, skipped_images, order = _read_images(data, path, img_dir, problems, decode_images)
+    _read_annotations(data, path, names, category_ids, images, skipped_images, problems)
+    records = [
+        ImageRecord(
+            image_id=int(i) if _is_int(i) else i,
+            path=os.path.abspath(str(images[i]["path"])),
+            width=images[i]["size"][0],
+            height=images[i]["size"][1],
+            boxes=images[i]["boxes"],
+            labels=images[i]["labels"],
+            difficult=images[i]["crowd"],
+        )
+        for i in order
+    ]
+    return records, names, category_ids
 
+
+def _read_images(
+    data: Dict[str, Any], path: Path, img_dir: Path, problems: ProblemLog, decode_images: bool
+) -> Tuple[Dict[Any, Dict[str, Any]], Set[Any], List[Any]]:
+    """The usable ``images`` entries: ``(images, skipped_images, order)``.
+
+    ``images`` maps image id -> {"path", "size", "boxes", "labels", "crowd"} (annotation lists still
+    empty); ``skipped_images`` holds the ids of entries whose image is missing or unreadable (already
+    reported); ``order`` is the ids in file order.
+    """
     images: Dict[Any, Dict[str, Any]] = {}  # image id -> {"record fields", boxes...}
     skipped_images = set()
     order: List[Any] = []
@@ -161,7 +182,24 @@ def load_coco(
         check_annotated_size(problems, where, annotated, size, what="width/height")
         images[image_id] = {"path": image_path, "size": size, "boxes": [], "labels": [], "crowd": []}
         order.append(image_id)
+    return images, skipped_images, order
 
+
+def _read_annotations(
+    data: Dict[str, Any],
+    path: Path,
+    names: List[str],
+    category_ids: List[int],
+    images: Dict[Any, Dict[str, Any]],
+    skipped_images: Set[Any],
+    problems: ProblemLog,
+) -> None:
+    """Append each valid annotation's clipped box, class index and crowd flag to its image in ``images``;
+    bad annotations are reported and skipped."""
+    class_of = {cid: i for i, cid in enumerate(category_ids)}
+    known_categories = {
+        c.get("id") for c in data.get("categories", []) if isinstance(c, dict) and _is_int(c.get("id"))
+    }
     for k, ann in enumerate(data.get("annotations", [])):
         if not isinstance(ann, dict):
             problems(
@@ -199,41 +237,35 @@ def load_coco(
                 detail = f"category id {cid!r} is not among the file's categories; box skipped"
             problems(Problem.UNKNOWN_CLASS, where, detail)
             continue
-        bbox = ann.get("bbox")
-        if (
-            not isinstance(bbox, (list, tuple))
-            or len(bbox) != 4
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-        ):
-            problems(Problem.BAD_BOX, where, f"bbox is {bbox!r}, expected [x, y, w, h] numbers; box skipped")
-            continue
-        x, y, w, h = (float(v) for v in bbox)
-        if not all(math.isfinite(v) for v in (x, y, w, h)):
-            problems(Problem.BAD_BOX, where, f"bbox {bbox!r} has a non-finite value; box skipped")
-            continue
-        xyxy = (x, y, x + w, y + h)
-        width, height = img["size"]
-        box, status = clean_box(*xyxy, width, height)
-        report_box(problems, status, where, xyxy, width, height)
+        box = _annotation_box(ann.get("bbox"), where, img["size"], problems)
         if box is None:
             continue
         img["boxes"].append(box)
         img["labels"].append(class_of[cid])
         img["crowd"].append(bool(ann.get("iscrowd", 0)))
 
-    records = [
-        ImageRecord(
-            image_id=int(i) if _is_int(i) else i,
-            path=os.path.abspath(str(images[i]["path"])),
-            width=images[i]["size"][0],
-            height=images[i]["size"][1],
-            boxes=images[i]["boxes"],
-            labels=images[i]["labels"],
-            difficult=images[i]["crowd"],
-        )
-        for i in order
-    ]
-    return records, names, category_ids
+
+def _annotation_box(
+    bbox: Any, where: str, size: Tuple[int, int], problems: ProblemLog
+) -> Optional[Tuple[float, float, float, float]]:
+    """COCO ``bbox`` [x, y, w, h] -> an xyxy box checked and clipped to the image of ``size`` (width,
+    height), or None (reported) when it is malformed, non-finite or unusable."""
+    if (
+        not isinstance(bbox, (list, tuple))
+        or len(bbox) != 4
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+    ):
+        problems(Problem.BAD_BOX, where, f"bbox is {bbox!r}, expected [x, y, w, h] numbers; box skipped")
+        return None
+    x, y, w, h = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        problems(Problem.BAD_BOX, where, f"bbox {bbox!r} has a non-finite value; box skipped")
+        return None
+    xyxy = (x, y, x + w, y + h)
+    width, height = size
+    box, status = clean_box(*xyxy, width, height)
+    report_box(problems, status, where, xyxy, width, height)
+    return box
 
 
 def _is_int(v: Any) -> bool:

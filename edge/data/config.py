@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from edge.errors import DataError, MissingDependencyError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 FORMATS = ("voc", "coco", "yolo")
 _KNOWN_KEYS = ("name", "root", "path", "format", "splits", "names", "nc", "images", "annotations")
@@ -115,7 +115,7 @@ class DatasetConfig:
         where = f"dataset YAML {source}" if source else "dataset config"
         unknown = sorted(str(k) for k in raw if k not in _KNOWN_KEYS)
         if unknown:
-            logger.warning("%s: ignoring unknown keys %s (known: %s)", where, unknown, ", ".join(_KNOWN_KEYS))
+            log.warning("%s: ignoring unknown keys %s (known: %s)", where, unknown, ", ".join(_KNOWN_KEYS))
         root_value = raw.get("root", raw.get("path"))
         if root_value is None or (isinstance(root_value, str) and not root_value.strip()):
             raise DataError(f"{where}: no 'root' given; add `root: <dataset folder>` (relative to the YAML)")

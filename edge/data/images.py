@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.errors import DataError, import_optional
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 

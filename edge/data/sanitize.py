@@ -18,7 +18,7 @@ from edge.data.images import image_size, read_image
 from edge.data.records import LoadReport
 from edge.errors import DataError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class Problem:
@@ -62,9 +62,9 @@ class ProblemLog:
         self.report.add(reason, where)
         n = self.report.counts[reason]
         if self.max_warnings is None or n <= self.max_warnings:
-            logger.warning("%s: %s: %s: %s", self.label, where, reason, detail)
+            log.warning("%s: %s: %s: %s", self.label, where, reason, detail)
             if self.max_warnings is not None and n == self.max_warnings:
-                logger.warning(
+                log.warning(
                     "%s: %d '%s' warnings so far; further ones are logged at DEBUG level only "
                     "(all are counted in the load summary)",
                     self.label,
@@ -72,7 +72,7 @@ class ProblemLog:
                     reason,
                 )
         else:
-            logger.debug("%s: %s: %s: %s", self.label, where, reason, detail)
+            log.debug("%s: %s: %s: %s", self.label, where, reason, detail)
 
 
 BoxResult = Tuple[Optional[Tuple[float, float, float, float]], str]

@@ -25,7 +25,7 @@ from edge.data.records import ImageRecord
 from edge.data.sanitize import Problem, ProblemLog, check_image, clean_box, read_list_file, report_box
 from edge.errors import DataError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # A normalized value may exceed 1 by this much (rounding in exporters) before it counts as not normalized.
 _NORM_TOLERANCE = 1e-3

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import ModelError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def _scaled(channels: int, width: float, minimum: int = 8) -> int:

@@ -21,7 +21,7 @@ from edge.data.records import Dataset
 from edge.errors import DataError
 from edge.letterbox import compute_letterbox
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def wh_iou(wh: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -144,7 +144,7 @@ def kmeans_anchors(wh: Union[np.ndarray, Sequence[Sequence[float]]], k: int = 9,
     data = np.asarray(wh, np.float64).reshape(-1, 2)
     ok = np.isfinite(data).all(axis=1) & (data > 0).all(axis=1)
     if not ok.all():
-        logger.warning("k-means anchors: dropped %d of %d box sizes that are not positive and finite",
+        log.warning("k-means anchors: dropped %d of %d box sizes that are not positive and finite",
                        int((~ok).sum()), len(data))
     data = data[ok]
     if len(data) < cfg.k:

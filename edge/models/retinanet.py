@@ -46,7 +46,7 @@ from .heads import RetinaNetHead
 from .losses import giou_loss, sigmoid_focal_loss, smooth_l1
 from .ops import box_iou, cxcywh_to_xyxy
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 BOX_LOSSES = ("smooth_l1", "l1", "giou")
 
@@ -204,7 +204,7 @@ class RetinaNet(AnchorDetector):
         self.cfg = cfg
         self.config = cfg.to_dict()
         self.config["normalization"] = self.normalization.to_dict()
-        logger.debug("RetinaNet %s: levels %s, %d anchors", cfg.variant, sizes, self.anchors.shape[0])
+        log.debug("RetinaNet %s: levels %s, %d anchors", cfg.variant, sizes, self.anchors.shape[0])
 
     def forward_raw(self, images: torch.Tensor) -> RetinaNetRaw:
         """images float32 [B, 3, H, W] normalized -> ``RetinaNetRaw`` (N = ``num_anchors``)."""

@@ -52,7 +52,7 @@ from .heads import SSDHead
 from .losses import hard_negative_mask, smooth_l1
 from .ops import box_iou, cxcywh_to_xyxy
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 
@@ -232,7 +232,7 @@ class SSD(AnchorDetector):
         self.cfg = cfg
         self.config = cfg.to_dict()
         self.config["normalization"] = self.normalization.to_dict()
-        logger.debug("SSD %s: maps %s, %d default boxes", cfg.variant, sizes, self.anchors.shape[0])
+        log.debug("SSD %s: maps %s, %d default boxes", cfg.variant, sizes, self.anchors.shape[0])
 
     def forward_raw(self, images: torch.Tensor) -> SSDRaw:
         """images float32 [B, 3, H, W] normalized -> ``SSDRaw`` (N = ``num_anchors``)."""

@@ -234,21 +234,12 @@ def yolo_loss(raw: YoloRaw, targets: Sequence[Target], *, num_classes: int, clas
         raise ValueError(f"class_activation must be 'sigmoid' or 'softmax', got {class_activation!r}")
     if len(targets) != raw.maps[0].shape[0]:
         raise ValueError(f"got {len(targets)} targets for a batch of {raw.maps[0].shape[0]} images")
-    num_levels = len(raw.maps)
-    if config.balance is not None:
-        if len(config.balance) != num_levels:
-            raise ValueError(f"loss balance has {len(config.balance)} weights for {num_levels} levels")
-        balance = list(config.balance)
-    elif num_levels == 1:
-        balance = [1.0]
-    else:
-        balance = [DEFAULT_BALANCE.get(int(round(s[0])), 1.0) for s in raw.strides]
+    balance = _level_balance(raw, config)
 
     device = raw.maps[0].device
     zero = raw.maps[0].sum() * 0.0
     box_sum, cls_sum, obj_total = zero, zero, zero
     num_pos = 0
-    image_h, image_w = raw.image_size
     smooth = config.label_smoothing
     assignments = assign_targets(raw, targets)
 
@@ -262,25 +253,8 @@ def yolo_loss(raw: YoloRaw, targets: Sequence[Target], *, num_classes: int, clas
         n = int(assign.batch.numel())
         if n:
             p = pred[assign.batch, assign.anchor, assign.row, assign.col]  # [n, 5 + C]
-            sy, sx = raw.strides[level]
-            px = (torch.sigmoid(p[:, 0]) + assign.col.to(p.dtype)) * sx
-            py = (torch.sigmoid(p[:, 1]) + assign.row.to(p.dtype)) * sy
-            pw = assign.anchor_wh[:, 0] * torch.exp(p[:, 2].clamp(max=MAX_LOG_WH))
-            ph = assign.anchor_wh[:, 1] * torch.exp(p[:, 3].clamp(max=MAX_LOG_WH))
-            pbox = torch.stack((px - pw / 2, py - ph / 2, px + pw / 2, py + ph / 2), dim=1)
-            iou, giou = paired_giou(pbox, assign.boxes)
-            if config.box_loss == "giou":
-                box_sum = box_sum + (1.0 - giou).sum()
-            else:
-                gw = (assign.boxes[:, 2] - assign.boxes[:, 0]).clamp(min=1e-3)
-                gh = (assign.boxes[:, 3] - assign.boxes[:, 1]).clamp(min=1e-3)
-                gcx = 0.5 * (assign.boxes[:, 0] + assign.boxes[:, 2]) / sx - assign.col.to(p.dtype)
-                gcy = 0.5 * (assign.boxes[:, 1] + assign.boxes[:, 3]) / sy - assign.row.to(p.dtype)
-                scale = 2.0 - gw * gh / float(image_h * image_w)
-                err = ((torch.sigmoid(p[:, 0]) - gcx) ** 2 + (torch.sigmoid(p[:, 1]) - gcy) ** 2
-                       + (p[:, 2] - torch.log(gw / assign.anchor_wh[:, 0])) ** 2
-                       + (p[:, 3] - torch.log(gh / assign.anchor_wh[:, 1])) ** 2)
-                box_sum = box_sum + (scale * err).sum()
+            box_term, giou = _box_loss(p, assign, raw.strides[level], raw.image_size, config.box_loss)
+            box_sum = box_sum + box_term
 
             if config.obj_target == "iou":
                 value = giou.detach().clamp(min=0).to(obj_target.dtype)
@@ -291,14 +265,7 @@ def yolo_loss(raw: YoloRaw, targets: Sequence[Target], *, num_classes: int, clas
 
             logits = p[:, 5:]
             if num_classes > 1 or class_activation == "sigmoid":
-                if class_activation == "sigmoid":
-                    onehot = torch.full_like(logits, smooth / 2)
-                    onehot[torch.arange(n, device=device), assign.labels] = 1.0 - smooth / 2
-                    cls_sum = cls_sum + F.binary_cross_entropy_with_logits(
-                        logits, onehot, reduction="none").mean(dim=1).sum()
-                else:
-                    cls_sum = cls_sum + F.cross_entropy(logits, assign.labels, reduction="sum",
-                                                        label_smoothing=smooth)
+                cls_sum = cls_sum + _class_loss(logits, assign.labels, class_activation, smooth, n, device)
             num_pos += n
 
         bce = F.binary_cross_entropy_with_logits(obj_logit, obj_target, reduction="none")
@@ -312,3 +279,56 @@ def yolo_loss(raw: YoloRaw, targets: Sequence[Target], *, num_classes: int, clas
     terms = {"box": float(box.detach()), "obj": float(obj.detach()), "cls": float(cls.detach()),
              "num_pos": float(num_pos)}
     return LossDict(total=total, terms=terms)
+
+
+def _level_balance(raw: YoloRaw, config: YoloLossConfig) -> List[float]:
+    """Objectness weight per level: ``config.balance``, else 1.0 for one level, else by stride."""
+    num_levels = len(raw.maps)
+    if config.balance is not None:
+        if len(config.balance) != num_levels:
+            raise ValueError(f"loss balance has {len(config.balance)} weights for {num_levels} levels")
+        balance = list(config.balance)
+    elif num_levels == 1:
+        balance = [1.0]
+    else:
+        balance = [DEFAULT_BALANCE.get(int(round(s[0])), 1.0) for s in raw.strides]
+    return balance
+
+
+def _box_loss(p: torch.Tensor, assign: _Assignment, stride: Tuple[float, float], image_size: Tuple[int, int],
+              box_loss: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Summed box loss of one level's responsible predictions ``p`` [n, 5 + C], and their GIoU [n].
+
+    ``box_loss`` "giou": 1 - GIoU(decoded box, ground truth); "mse": the papers' squared error on
+    (sigmoid(tx), sigmoid(ty), tw, th) weighted by 2 - w*h/(W*H).
+    """
+    sy, sx = stride
+    image_h, image_w = image_size
+    px = (torch.sigmoid(p[:, 0]) + assign.col.to(p.dtype)) * sx
+    py = (torch.sigmoid(p[:, 1]) + assign.row.to(p.dtype)) * sy
+    pw = assign.anchor_wh[:, 0] * torch.exp(p[:, 2].clamp(max=MAX_LOG_WH))
+    ph = assign.anchor_wh[:, 1] * torch.exp(p[:, 3].clamp(max=MAX_LOG_WH))
+    pbox = torch.stack((px - pw / 2, py - ph / 2, px + pw / 2, py + ph / 2), dim=1)
+    iou, giou = paired_giou(pbox, assign.boxes)
+    if box_loss == "giou":
+        return (1.0 - giou).sum(), giou
+    gw = (assign.boxes[:, 2] - assign.boxes[:, 0]).clamp(min=1e-3)
+    gh = (assign.boxes[:, 3] - assign.boxes[:, 1]).clamp(min=1e-3)
+    gcx = 0.5 * (assign.boxes[:, 0] + assign.boxes[:, 2]) / sx - assign.col.to(p.dtype)
+    gcy = 0.5 * (assign.boxes[:, 1] + assign.boxes[:, 3]) / sy - assign.row.to(p.dtype)
+    scale = 2.0 - gw * gh / float(image_h * image_w)
+    err = ((torch.sigmoid(p[:, 0]) - gcx) ** 2 + (torch.sigmoid(p[:, 1]) - gcy) ** 2
+           + (p[:, 2] - torch.log(gw / assign.anchor_wh[:, 0])) ** 2
+           + (p[:, 3] - torch.log(gh / assign.anchor_wh[:, 1])) ** 2)
+    return (scale * err).sum(), giou
+
+
+def _class_loss(logits: torch.Tensor, labels: torch.Tensor, class_activation: str, smooth: float, n: int,
+                device: torch.device) -> torch.Tensor:
+    """Summed class loss of ``n`` responsible predictions: mean BCE over the classes per prediction
+    (sigmoid, labels smoothed to ``smooth / 2`` and ``1 - smooth / 2``) or cross-entropy (softmax)."""
+    if class_activation == "sigmoid":
+        onehot = torch.full_like(logits, smooth / 2)
+        onehot[torch.arange(n, device=device), labels] = 1.0 - smooth / 2
+        return F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").mean(dim=1).sum()
+    return F.cross_entropy(logits, labels, reduction="sum", label_smoothing=smooth)

@@ -4,7 +4,8 @@
     result = train(TrainConfig(model="ssd", data="data/bccd.yaml", imgsz=256, epochs=60, out="runs/ssd"))
     model, card = load_checkpoint(result.best)        # rebuilt from the model card alone
 
-Modules: ``config`` (TrainConfig), ``loop`` (train, config_for_resume), ``checkpoint`` (save/load, model
+Modules: ``config`` (TrainConfig), ``loop`` (train, config_for_resume), ``data`` (splits, image caches,
+datasets, DataLoader), ``validate`` (precise BN, validation mAP), ``checkpoint`` (save/load, model
 card, dataset hash), ``predict`` (TorchPredictor: a Detector as an ``edge.evaluate`` predictor), ``ema``,
 ``schedule`` (warm-up + cosine/step), ``distributed`` (torchrun helpers), ``progress``, ``history``.
 """

@@ -47,7 +47,7 @@ class TrainConfig:
             ``test``; "none" disables evaluation). eval_every: evaluate every K epochs (and after the last).
         precise_bn: before each evaluation (and its checkpoint), recompute BatchNorm statistics of the
             evaluated weights on this many letterboxed training images (0: off); see
-            ``edge.train.loop.recompute_batchnorm``.
+            ``edge.train.validate.recompute_batchnorm``.
         model_args: extra ``build_model`` keyword arguments (backbone, width, anchors, ...).
         augment: ``auto`` (ssd for SSD, light for the others) or a preset of ``edge.data.transforms``.
         multiscale: YOLOv2 multi-scale training (None: on for yolov2 only); sizes imgsz +- 32 *

@@ -10,15 +10,15 @@ Inputs to the model: RGB float32 [B, 3, S, S], letterboxed (pad 114) and normali
 Per epoch (rank 0): ``OUT/last.pt`` (full, resumable), ``OUT/best.pt`` (deploy: card + weights, picked by
 validation ``best_metric``), ``OUT/history.csv`` and ``OUT/history.png``; with ``save_period`` also
 ``OUT/epoch<N>.pt``.
+
+The splits, caches and DataLoader come from ``edge.train.data``; the validation pass (precise BN, mAP)
+from ``edge.train.validate``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from edge.data.targets import Target
-from edge.errors import DataError, EdgeError
+from edge.errors import EdgeError
 from edge.train.checkpoint import (
     build_card,
     dataset_hash,
@@ -39,6 +39,14 @@ from edge.train.checkpoint import (
     set_rng_state,
 )
 from edge.train.config import RUNTIME_FIELDS, TrainConfig
+from edge.train.data import (
+    Prefetcher,
+    available_cpus,
+    image_caches,
+    load_splits,
+    train_datasets,
+    train_loader,
+)
 from edge.train.distributed import (
     DistContext,
     all_reduce_mean,
@@ -50,9 +58,10 @@ from edge.train.distributed import (
 )
 from edge.train.ema import ModelEMA
 from edge.train.history import History
-from edge.train.predict import TorchPredictor, normalize_batch
+from edge.train.predict import normalize_batch
 from edge.train.progress import Progress, format_duration
 from edge.train.schedule import LRSchedule
+from edge.train.validate import metric_columns, precise_bn, validate
 
 log = logging.getLogger(__name__)
 
@@ -126,53 +135,9 @@ def _resume_path(path: str) -> Path:
     return p / "last.pt" if p.is_dir() else p
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (affinity-aware), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
-
-
 # ----------------------------------------------------------------------------------------------------
 # Internals
 # ----------------------------------------------------------------------------------------------------
-
-
-def recompute_batchnorm(model: nn.Module, batches: Any, forward: Any = None) -> int:
-    """Replace every BatchNorm's running statistics by their average over ``batches`` ("precise BN").
-
-    BatchNorm's running mean/var trail the weights by ~1/momentum steps (33 steps for Darknet's 0.03);
-    in short trainings on small datasets that lag is large and eval-mode outputs drift from train-mode
-    ones. Recomputing the statistics with the current weights on a few letterboxed training images
-    before evaluating (and saving) removes it. Training itself is unaffected (it uses batch statistics).
-
-    Args:
-        batches: iterable of normalized float32 [B, 3, H, W] input batches (B >= 2).
-        forward: callable run on each batch (default ``model.forward_raw``).
-    Returns: the number of images seen (0 when the model has no BatchNorm).
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns:
-        return 0
-    forward = forward or model.forward_raw
-    momenta = [m.momentum for m in bns]
-    was_training = model.training
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: the plain mean over the batches
-    seen = 0
-    model.train()
-    try:
-        with torch.no_grad():
-            for x in batches:
-                forward(x)
-                seen += int(x.shape[0])
-    finally:
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
-        model.train(was_training)
-    return seen
 
 
 class _LossModule(nn.Module):
@@ -185,74 +150,6 @@ class _LossModule(nn.Module):
     def forward(self, images: torch.Tensor, targets: List[Target]) -> Tuple[torch.Tensor, Dict[str, float]]:
         losses = self.detector.compute_loss(self.detector.forward_raw(images), targets)
         return losses.total, dict(losses.terms)
-
-
-def _worker_init(_worker_id: int) -> None:
-    # each DataLoader worker is one more process on a few cores: keep it single-threaded
-    torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        pass
-
-
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-class _Prefetcher:
-    """Iterate a single-process DataLoader iterator in a background thread, ``depth`` batches ahead.
-
-    Augmentation (cv2/numpy, which release the GIL) then overlaps the model's forward/backward without
-    extra processes, shared-memory copies or a second image cache. The iterator is created by the caller
-    (in the training thread), so the torch RNG draws it makes stay in the training thread's order.
-    """
-
-    _END = object()
-
-    def __init__(self, iterator: Any, depth: int = 2):
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, args=(iterator,), name="edge-prefetch", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self, iterator: Any) -> None:
-        try:
-            for item in iterator:
-                if not self._put(item):
-                    return
-        except BaseException as exc:  # handed to the training thread
-            self._put(_Failure(exc))
-            return
-        self._put(self._END)
-
-    def __iter__(self):
-        try:
-            while True:
-                item = self._queue.get()
-                if item is self._END:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.exc
-                yield item
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
 
 
 class _Trainer:
@@ -312,112 +209,18 @@ class _Trainer:
                 )
 
     def _load_data(self) -> None:
-        from edge.data import load_config, load_dataset
-        from edge.data.torch_dataset import (
-            DetectionDataset,
-            EpochBatchSampler,
-            ImageCache,
-            collate,
-            estimate_cache_bytes,
-        )
-        from edge.data.transforms import AugmentConfig, TrainTransform, multiscale_sizes
-
         cfg = self.cfg
-        dcfg = load_config(cfg.data)
-        if cfg.train_split not in dcfg.splits:
-            raise DataError(
-                f"dataset {cfg.data} has no split {cfg.train_split!r} (it has {sorted(dcfg.splits)}); "
-                "pick one with --train-split"
-            )
-        self.train_ds = load_dataset(dcfg, cfg.train_split, log=self.main)
-        if cfg.limit:
-            self.train_ds.records = self.train_ds.records[: cfg.limit]
-        if not self.train_ds.records:
-            raise DataError(f"split {cfg.train_split!r} of {cfg.data} has no usable images to train on")
+        self.train_ds, self.val_split, self.val_ds = load_splits(cfg, self.main)
         self.class_names = list(self.train_ds.class_names)
-
-        val_split = cfg.val_split
-        if val_split is None:
-            val_split = next((s for s in ("val", "test") if s in dcfg.splits), "none")
-            if val_split == "none" and self.main:
-                log.warning("dataset %s has neither a 'val' nor a 'test' split: no validation mAP", cfg.data)
-        elif val_split != "none" and val_split not in dcfg.splits:
-            raise DataError(
-                f"dataset {cfg.data} has no split {val_split!r} (it has {sorted(dcfg.splits)}); "
-                "pick one with --val-split, or --val-split none"
-            )
-        self.val_split = val_split
-        self.val_ds = None
-        if val_split != "none" and self.main:
-            self.val_ds = load_dataset(dcfg, val_split, log=True)
-            if not self.val_ds.records:
-                log.warning("validation split %r has no images: no validation mAP", val_split)
-                self.val_ds = None
-            else:
-                train_files = {os.path.abspath(r.path) for r in self.train_ds.records}
-                shared = sum(1 for r in self.val_ds.records if os.path.abspath(r.path) in train_files)
-                if shared:
-                    log.warning(
-                        "%d of the %d %r images are also training images (%r): the validation mAP (and the "
-                        "choice of best.pt) is optimistic; validate on a disjoint split with --val-split",
-                        shared, len(self.val_ds.records), val_split, cfg.train_split,
-                    )
-
         records = self.train_ds.records
-        cache_bytes = estimate_cache_bytes(records) + (
-            estimate_cache_bytes(self.val_ds.records) if self.val_ds is not None else 0
-        )
-        if cfg.cache_images == "on":
-            use_cache = True
-        elif cfg.cache_images == "off":
-            use_cache = False
-        else:
-            use_cache = cache_bytes <= cfg.cache_max_gb * 2**30
-            if not use_cache and self.main:
-                log.info(
-                    "not caching images: %.1f GiB decoded > cache_max_gb %.1f (use --cache-images to force)",
-                    cache_bytes / 2**30, cfg.cache_max_gb,
-                )
-        threads = max(1, min(4, available_cpus()))
-        self.train_cache = ImageCache(records, threads) if use_cache else None
-        self.val_cache = ImageCache(self.val_ds.records, threads) if (use_cache and self.val_ds is not None) else None
-
-        augment = AugmentConfig.preset(cfg.augment_preset)
-        sizes = multiscale_sizes(cfg.imgsz, cfg.multiscale_steps) if cfg.use_multiscale else (cfg.imgsz,)
-        self.sizes = sizes
-        self.dataset = DetectionDataset(
-            records, transform=TrainTransform(augment), input_size=cfg.imgsz, seed=cfg.seed, cache=self.train_cache,
-            pad_value=augment.pad_value,
-        )
-        self.plain_dataset = DetectionDataset(  # letterbox only, for BatchNorm recalibration
-            records, transform=None, input_size=cfg.imgsz, seed=cfg.seed, cache=self.train_cache,
-            pad_value=augment.pad_value,
-        )
-        self.sampler = EpochBatchSampler(
-            len(records),
-            cfg.batch,
-            sizes=sizes,
-            size_interval=cfg.multiscale_interval,
-            shuffle=True,
-            seed=cfg.seed,
-            rank=self.ctx.rank,
-            world_size=self.ctx.world_size,
-            drop_last=True,
-        )
-        self.loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_sampler=self.sampler,
-            collate_fn=collate,
-            num_workers=cfg.workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=cfg.workers > 0,
-            worker_init_fn=_worker_init if cfg.workers > 0 else None,
-        )
+        self.train_cache, self.val_cache = image_caches(cfg, records, self.val_ds, self.main)
+        self.sizes, self.dataset, self.plain_dataset = train_datasets(cfg, records, self.train_cache)
+        self.sampler, self.loader = train_loader(cfg, self.dataset, len(records), self.sizes, self.ctx, self.device)
         if self.main:
             log.info(
                 "train: %d images (%s), %d steps/epoch of %d x %d processes, augment %s, input %s",
                 len(records), cfg.train_split, len(self.sampler), cfg.batch, self.ctx.world_size,
-                cfg.augment_preset, "/".join(str(s) for s in sizes),
+                cfg.augment_preset, "/".join(str(s) for s in self.sizes),
             )
 
     def _build_model(self) -> None:
@@ -521,7 +324,7 @@ class _Trainer:
                     self._precise_bn()
                 if evaluate:
                     metrics = self._evaluate(epoch)
-                    row.update(_metric_columns(metrics))
+                    row.update(metric_columns(metrics))
                     self.last_metrics = metrics
                 self.history.add(row)
                 self._save(epoch, evaluated=evaluate)
@@ -568,7 +371,7 @@ class _Trainer:
         lr = self.schedule.apply(self.optimizer)
         batches = iter(self.loader)
         if self.cfg.workers == 0:
-            batches = iter(_Prefetcher(batches))
+            batches = iter(Prefetcher(batches))
         data_wait = 0.0
         t_ready = time.perf_counter()
         for images, targets, _ in batches:
@@ -623,70 +426,17 @@ class _Trainer:
         return row
 
     def _precise_bn(self) -> None:
-        """``recompute_batchnorm`` on the evaluated model over ``precise_bn`` letterboxed training images
-        (no augmentation, evenly spread over the split, always the same ones)."""
-        n = min(self.cfg.precise_bn, len(self.train_ds.records))
-        if n < 2:
-            return
-        picks = np.unique(np.linspace(0, len(self.train_ds.records) - 1, n).round().astype(int)).tolist()
-        chunk = max(2, self.cfg.batch)
-        groups = [picks[i : i + chunk] for i in range(0, len(picks), chunk)]
-        if len(groups) > 1 and len(groups[-1]) < 2:
-            groups[-2].extend(groups.pop())
-        model = self._eval_model()
-
-        def batches():
-            for group in groups:
-                imgs = torch.stack([self.plain_dataset[i][0] for i in group]).to(self.device)
-                yield normalize_batch(imgs, model.normalization)
-
-        t0 = time.perf_counter()
-        seen = recompute_batchnorm(model, batches())
-        if seen:
-            log.debug("recomputed BatchNorm statistics on %d images in %.1f s", seen, time.perf_counter() - t0)
+        """``edge.train.validate.precise_bn`` on the evaluated model over ``cfg.precise_bn`` training images."""
+        precise_bn(self._eval_model(), self.plain_dataset, len(self.train_ds.records), self.cfg.precise_bn,
+                   self.cfg.batch, self.device)
 
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
     def _evaluate(self, epoch: int) -> Dict[str, Any]:
-        from edge.data.images import read_image
-        from edge.evaluate import evaluate_detections
-        from edge.metrics import ImageDetections
-
-        cfg = self.cfg
-        t0 = time.perf_counter()
-        predictor = TorchPredictor(
-            self._eval_model(),
-            device=self.device,
-            score_threshold=cfg.score_threshold,
-            iou_threshold=cfg.iou_threshold,
-            max_detections=cfg.max_detections,
-        )
-        records = self.val_ds.records
-        detections: Dict[Any, ImageDetections] = {}
-        chunk = max(1, min(cfg.batch, 16))
-        for start in range(0, len(records), chunk):
-            part = records[start : start + chunk]
-            if self.val_cache is not None:
-                images = [self.val_cache[start + i] for i in range(len(part))]
-            else:
-                images = [read_image(r.path) for r in part]
-            for rec, (boxes, scores, classes) in zip(part, predictor.predict_batch(images)):
-                detections[rec.image_id] = ImageDetections(boxes, scores, classes)
-        result = evaluate_detections(self.val_ds, detections).to_json()
-        metrics = {
-            "split": self.val_split,
-            "epoch": epoch + 1,
-            "map50": result.get("map50"),
-            "map50_95": result.get("map50_95"),
-            "per_class": {
-                name: {"ap50": v.get("ap50"), "ap50_95": v.get("ap50_95")}
-                for name, v in result.get("per_class", {}).items()
-            },
-            "weights": "ema" if self.ema is not None else "model",
-            "eval_s": round(time.perf_counter() - t0, 2),
-        }
-        return metrics
+        weights = "ema" if self.ema is not None else "model"
+        return validate(self._eval_model(), self.val_ds, self.val_cache, self.cfg, self.device, self.val_split,
+                        epoch, weights)
 
     def _card(self, epochs: int, metrics: Dict[str, Any]) -> Dict[str, Any]:
         cfg = self.cfg
@@ -781,11 +531,3 @@ class _Trainer:
         if row.get("map50") is not None:
             text += f" | {self.val_split} mAP50 {row['map50']:.4f} mAP50-95 {row.get('map50_95') or 0.0:.4f}"
         log.info("%s", text)
-
-
-def _metric_columns(metrics: Dict[str, Any]) -> Dict[str, Any]:
-    """Flatten validation metrics into history columns: map50, map50_95, ap50_<class>."""
-    cols: Dict[str, Any] = {"map50": metrics.get("map50"), "map50_95": metrics.get("map50_95")}
-    for name, values in (metrics.get("per_class") or {}).items():
-        cols[f"ap50_{name}"] = values.get("ap50")
-    return cols

@@ -27,7 +27,7 @@ from edge.data.transforms import (
     vflip,
 )
 
-BCCD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd"
+BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 
 
 def _bccd_sample(stem: str = "BloodImage_00001"):

@@ -14,7 +14,7 @@ from edge.data import load_dataset
 from edge.errors import DataError
 from edge.models.kmeans_anchors import anchors_for_dataset, dataset_box_sizes, kmeans_anchors, wh_iou
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 BCCD_YAML = REPO / "data" / "bccd.yaml"
 

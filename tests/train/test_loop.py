@@ -23,7 +23,7 @@ from edge.train.checkpoint import (
 from edge.train.config import TrainConfig
 from edge.train.loop import config_for_resume, train
 
-BCCD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd"
+BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 CLASSES = ["RBC", "WBC", "Platelets"]
 
 # small configurations of every family (fast to build and run at 96-128 pixels)
@@ -217,7 +217,7 @@ def test_divergence_stops_with_a_clear_error(tmp_path):
 def test_validation_on_training_images_is_flagged(tmp_path, caplog):
     yaml = tiny_dataset_yaml(tmp_path)
     cfg = _config(yaml, tmp_path / "leak", epochs=1, imgsz=64, val_split="train", ema=False, save_period=0)
-    with caplog.at_level(logging.WARNING, logger="edge.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="edge.train.data"):
         result = train(cfg)
     assert any("4 of the 4 'train' images are also training images" in r.getMessage() for r in caplog.records)
     assert result.metrics["split"] == "train"

@@ -12,7 +12,7 @@ from edge.cli.train import parse_model_args
 from edge.errors import EdgeError
 from edge.train.checkpoint import load_checkpoint
 
-from .test_train_loop import tiny_dataset_yaml
+from .test_loop import tiny_dataset_yaml
 
 
 def test_cli_train_one_epoch_then_resume(tmp_path, capsys):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .test_train_loop import tiny_dataset_yaml
+from .test_loop import tiny_dataset_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_torchrun_two_processes_identical_weights(tmp_path):
     yaml = tiny_dataset_yaml(tmp_path, n_train=4, n_val=2)
     out = tmp_path / "run"
     hashes = tmp_path / "hashes"
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

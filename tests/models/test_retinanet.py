@@ -25,7 +25,7 @@ from edge.models.heads import RetinaNetHead, prior_bias  # noqa: E402
 from edge.models.losses import sigmoid_focal_loss  # noqa: E402
 from edge.models.retinanet import RetinaNet, RetinaNetRaw  # noqa: E402
 
-BCCD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd"
+BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 BCCD_CLASSES = ["WBC", "RBC", "Platelets"]
 
 

@@ -10,7 +10,7 @@ import pytest
 from edge.data import DatasetConfig, load_config, load_dataset
 from edge.errors import DataError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _write(tmp_path, text, name="ds.yaml"):

@@ -23,7 +23,7 @@ from edge.synth import (
     write_smear_video,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BCCD = ROOT.parent / "shared" / "datasets" / "bccd"
 RBC, WBC, PLT = 0, 1, 2
 

@@ -261,7 +261,7 @@ def test_normalize_batch():
 
 
 def test_recompute_batchnorm_gives_the_plain_mean_of_the_batches():
-    from edge.train.loop import recompute_batchnorm
+    from edge.train.validate import recompute_batchnorm
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.BatchNorm2d(3, momentum=0.03), nn.Conv2d(3, 2, 1))

@@ -10,7 +10,7 @@ import pytest
 
 from edge.data import Problem, class_counts, load_dataset, summary_text
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 YAML = REPO / "data" / "bccd.yaml"
 

@@ -25,7 +25,7 @@ from edge.models.darknet import Darknet19, Darknet53, DarknetTiny, MaxPoolStride
 from edge.models.yolo_loss import YoloLossConfig, YoloRaw, assign_targets, decode_level_boxes  # noqa: E402
 from edge.models.yolov2 import Reorg  # noqa: E402
 
-BCCD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd"
+BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 BCCD_CLASSES = ["RBC", "WBC", "Platelets"]
 
 # small variants: what a 2-core CPU trains in minutes

@@ -24,7 +24,7 @@ from edge.models.heads import flatten_predictions  # noqa: E402
 from edge.models.ops import box_iou, cxcywh_to_xyxy  # noqa: E402
 from edge.models.ssd import SSD, SSDRaw  # noqa: E402
 
-BCCD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd"
+BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 BCCD_CLASSES = ["WBC", "RBC", "Platelets"]
 
 

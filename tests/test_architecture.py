@@ -238,7 +238,7 @@ def test_one_logger_name():
             root = len(node.args) == 1 and getattr(node.args[0], "value", None) == "edge"
             if by_name and assigned.get(id(node)) != ["log"]:
                 wrong.append(f"{module}:{node.lineno}: assign it to `log`")
-            elif not by_name and not root:
+            elif node.args and not by_name and not root:  # getLogger() (the root logger) is for filters
                 wrong.append(f"{module}:{node.lineno}: use logging.getLogger(__name__)")
     assert wrong == [], wrong
 

@@ -124,8 +124,8 @@ def summary_text(dataset: Dataset) -> str:
     return text
 
 
-def log_summary(dataset: Dataset, log: Optional[logging.Logger] = None) -> None:
-    """Log ``summary_text``: INFO when the split loaded cleanly, WARNING when anything was skipped/clipped."""
-    log = log or logging.getLogger(__name__)  # the parameter shadows the module's ``log``
+def log_summary(dataset: Dataset, logger: Optional[logging.Logger] = None) -> None:
+    """Log ``summary_text`` (to ``logger``, default this module's): INFO when the split loaded cleanly,
+    WARNING when anything was skipped/clipped."""
     level = logging.WARNING if dataset.report.total else logging.INFO
-    log.log(level, "%s", summary_text(dataset))
+    (logger or log).log(level, "%s", summary_text(dataset))

@@ -56,20 +56,6 @@ class PlanTarget:
     device_sm: str
 
 
-def build_engine_for(model: Path, out_dir: str = "engines", precision: str = "fp16") -> Path:
-    """Build (or reuse, when its cache key still matches) the TensorRT engine of a deploy ONNX.
-
-    Raises a clear error where TensorRT or a GPU is missing: then run the ONNX with ONNX Runtime.
-    """
-    from edge.trt.api import load_tensorrt
-    from edge.trt.build import EngineBuildConfig, build_engines
-    from edge.trt.engine_key import device_info
-
-    trt = load_tensorrt()
-    results = build_engines(EngineBuildConfig(str(model), out_dir=out_dir, precision=precision), trt, device_info())
-    return results[0].path
-
-
 def build_engines_for_model(cfg: EngineBuildConfig, *, calib: Optional[CalibrationRequest] = None,
                             dry_run: Optional[PlanTarget] = None,
                             announce: Callable[[str], None] = log.info) -> List[BuiltEngine]:

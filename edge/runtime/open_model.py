@@ -29,6 +29,20 @@ from edge.runtime.plan import InferencePlan, plan_inference
 log = logging.getLogger(__name__)
 
 
+def build_engine_for(model: Path, out_dir: str = "engines", precision: str = "fp16") -> Path:
+    """Build (or reuse, when its cache key still matches) the TensorRT engine of a deploy ONNX.
+
+    Raises a clear error where TensorRT or a GPU is missing: then run the ONNX with ONNX Runtime.
+    """
+    from edge.trt.api import load_tensorrt
+    from edge.trt.build import EngineBuildConfig, build_engines
+    from edge.trt.engine_key import device_info
+
+    trt = load_tensorrt()
+    results = build_engines(EngineBuildConfig(str(model), out_dir=out_dir, precision=precision), trt, device_info())
+    return results[0].path
+
+
 def open_backend(model: Path, choice: str = "auto", *, threads: int = 0, spin: bool = False,
                  cuda_graph: bool = False, check_key: bool = True) -> Any:
     """Pick and open the backend for ``model``, making the deploy graph first when that is possible:
@@ -55,8 +69,6 @@ def open_backend(model: Path, choice: str = "auto", *, threads: int = 0, spin: b
         log.info("backend: tensorrt (the model is an engine)")
         return TensorRTBackend(model, cuda_graph=cuda_graph, check_key=check_key)
     if choice == "tensorrt":
-        from edge.runtime.engines import build_engine_for
-
         engine = build_engine_for(model)
         from edge.runtime.tensorrt_backend import TensorRTBackend
 

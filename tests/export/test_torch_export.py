@@ -42,7 +42,7 @@ from edge.export.torch_export import (
 from edge.export.verify import check_graph, ort_session, relative_error
 from edge.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 CLASSES = ["Platelets", "RBC", "WBC"]
 

@@ -379,7 +379,7 @@ def wrap_torchvision(model: Any, input_size: Union[int, Sequence[int]], *, drop_
         drop_background: drop torchvision's class column 0 (always for SSD: softmax background).
     """
     _torchvision()
-    from edge.export.torch_export import parse_size
+    from edge.export.export_types import parse_size
 
     size = parse_size(list(input_size) if not isinstance(input_size, (int, str)) else input_size)
     family = _family(model)
@@ -566,8 +566,8 @@ def source_from_torchvision_model(model: Any, class_names: Optional[Sequence[str
         ``edge export --imgsz`` may ask for others (one wrapper per size, same weights, its own anchors).
     """
     _torchvision()
+    from edge.export.export_types import ExportSource, parse_size
     from edge.export.preprocess import NormalizationSpec
-    from edge.export.torch_export import ExportSource, parse_size
 
     model.eval()
     family = _family(model)

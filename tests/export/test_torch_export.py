@@ -21,6 +21,7 @@ from onnx import numpy_helper
 
 from edge.artifacts import sha256_file
 from edge.errors import ModelError
+from edge.export.export_types import ExportSource, parse_size
 from edge.export.preprocess import (
     LAYOUT_FLOAT_NCHW,
     LAYOUT_UINT8_NHWC_BGR,
@@ -32,9 +33,7 @@ from edge.export.preprocess import (
 from edge.export.simplify import simplify_and_verify
 from edge.export.torch_export import (
     ExportConfig,
-    ExportSource,
     export_source,
-    parse_size,
     reference_samples,
     source_from_model,
     verify_against_torch,

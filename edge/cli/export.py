@@ -1,7 +1,7 @@
 """``edge export``: a checkpoint from ``edge train`` -> pre-NMS ONNX graphs (one per size) + JSON sidecars.
 
 ``edge export --torchvision ARCH --weights FILE.pth [--classes a,b,...] [--num-classes N]`` exports a
-detector trained with torchvision instead (``edge.export.torchvision_adapter``): same graph contract, with
+detector trained with torchvision instead (``edge.export.torchvision_loading``): same graph contract, with
 torchvision's own normalization and pre-NMS decode.
 """
 
@@ -78,7 +78,7 @@ def _source(args: argparse.Namespace) -> object:
         raise ModelError(f"both CHECKPOINT ({args.checkpoint}) and --torchvision were given; pass one model")
     if args.weights is None:
         raise ModelError(f"--torchvision {args.torchvision} needs --weights FILE.pth (the trained state dict)")
-    from edge.export.torchvision_adapter import TorchvisionExportRequest
+    from edge.export.torchvision_loading import TorchvisionExportRequest
 
     names = args.classes.split(",") if args.classes is not None else None
     return TorchvisionExportRequest(arch=args.torchvision, weights=args.weights, class_names=names,

@@ -21,7 +21,7 @@ differ by definition: ONNX keeps score > threshold and suppresses IoU > threshol
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -57,40 +57,8 @@ def to_xyxy(ops: Any, boxes: Any, box_format: str, anchors: Any = None) -> Any:
     return ops.concat([top_left, bottom_right], axis=2, hint="xyxy")
 
 
-def add_onnx_nms(
-    ops: Any,
-    boxes: Any,
-    scores: Any,
-    *,
-    score_threshold: float,
-    iou_threshold: float,
-    max_detections: int,
-    class_agnostic: bool = False,
-    batch: Any = None,
-    output_names: Optional[List[str]] = None,
-) -> List[Any]:
-    """Append the subgraph; returns the four output Variables (named ``output_names``).
-
-    Args:
-        ops: ``edge.export.graph_ops.GraphOps`` on the graph (opset >= 11).
-        boxes: [B, N, 4] float32 xyxy (input pixels).
-        scores: [B, N, C] float32, activations applied (probabilities).
-        score_threshold, iou_threshold: in [0, 1]. max_detections: K >= 1 (per image, all classes).
-        class_agnostic: one NMS over all classes (each box keeps its best class).
-        batch: the batch dim for the output shapes (int or symbolic name).
-
-    Returns:
-        [num_detections [B,1] int32, detection_boxes [B,K,4] float32 xyxy, detection_scores [B,K] float32,
-        detection_classes [B,K] int32], zero-padded past num_detections.
-    """
-    import onnx_graphsurgeon as gs
-
-    if ops.opset < MIN_OPSET:
-        raise EdgeError(f"ONNX NMS needs opset >= {MIN_OPSET}, the graph is at opset {ops.opset}")
-    k = int(max_detections)
-    names = list(output_names or OUTPUT_NAMES)
-    b = batch if batch is not None else "batch"
-
+def _nms_scores(ops: Any, scores: Any, class_agnostic: bool) -> Tuple[Any, Any]:
+    """(NMS scores [B, C, N], None), or class-agnostic (best score [B, 1, N], best class [B, N])."""
     if class_agnostic:
         best = ops.reduce("ReduceMax", scores, [2], keepdims=True, hint="best_score")  # [B, N, 1]
         best_class = ops.op("ArgMax", [scores], {"axis": 2, "keepdims": 0}, hint="best_class")  # [B, N]
@@ -98,6 +66,17 @@ def add_onnx_nms(
     else:
         best_class = None
         nms_scores = ops.transpose(scores, [0, 2, 1], hint="scores_bcn")  # [B, C, N]
+    return nms_scores, best_class
+
+
+def _dense_selected_scores(ops: Any, boxes: Any, nms_scores: Any, k: int, score_threshold: float,
+                           iou_threshold: float) -> Tuple[Any, Any]:
+    """NonMaxSuppression, then its selected scores scattered into a dense [B, C'*N + K] tensor (-1 where
+    not selected, K columns of -1 appended so TopK(K) is valid for any N*C').
+
+    Returns (dense, N as a [1] int64 tensor).
+    """
+    import onnx_graphsurgeon as gs
 
     selected = ops.op(
         "NonMaxSuppression",
@@ -126,15 +105,14 @@ def add_onnx_nms(
     pad = ops.op("ConstantOfShape", [ops.concat([dim_b, ops.i64([k], hint="k")], axis=0, hint="pad_shape")],
                  {"value": gs.Constant(ops.name("fill"), np.array([-1.0], dtype=np.float32))}, hint="pad_fill")
     dense = ops.concat([dense, pad], axis=1, hint="dense_padded")  # [B, C'*N + K]
+    return dense, dim_n
 
-    top_scores, top_index = ops.topk(dense, k, axis=1, hint="top_k")  # [B, K] float, int64
-    valid = ops.binary("Greater", top_scores, ops.f32([-0.5], hint="valid_cut"), hint="valid")  # [B, K]
-    count = ops.reduce("ReduceSum", ops.cast(valid, _FLOAT, hint="valid_f"), [1], keepdims=True, hint="count")
 
-    top_class = ops.binary("Div", top_index, dim_n, hint="top_class")  # [B, K] int64
-    top_box = ops.binary("Sub", top_index, ops.binary("Mul", top_class, dim_n), hint="top_box")
-    if class_agnostic:
-        top_class = ops.op("GatherElements", [best_class, top_box], {"axis": 1}, hint="agnostic_class")
+def _masked_outputs(ops: Any, boxes: Any, top_scores: Any, valid: Any, count: Any, top_class: Any,
+                    top_box: Any, names: List[str], b: Any, k: int) -> List[Any]:
+    """The four graph outputs from the top K (scores, valid mask, count, class, box index), zeroed where not
+    valid and cast to EfficientNMS_TRT's dtypes."""
+    import onnx_graphsurgeon as gs
 
     box_index = ops.unsqueeze(top_box, [2], hint="box_index")  # [B, K, 1]
     box_index = ops.concat([box_index] * 4, axis=2, hint="box_index4")  # [B, K, 4]
@@ -154,3 +132,50 @@ def add_onnx_nms(
     masked_class = ops.op("Where", [valid, top_class, zero_i], hint="masked_class")
     g.nodes.append(gs.Node("Cast", ops.name("detection_classes"), {"to": _INT32}, [masked_class], [out_classes]))
     return [out_num, out_boxes, out_scores, out_classes]
+
+
+def add_onnx_nms(
+    ops: Any,
+    boxes: Any,
+    scores: Any,
+    *,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+    class_agnostic: bool = False,
+    batch: Any = None,
+    output_names: Optional[List[str]] = None,
+) -> List[Any]:
+    """Append the subgraph; returns the four output Variables (named ``output_names``).
+
+    Args:
+        ops: ``edge.export.graph_ops.GraphOps`` on the graph (opset >= 11).
+        boxes: [B, N, 4] float32 xyxy (input pixels).
+        scores: [B, N, C] float32, activations applied (probabilities).
+        score_threshold, iou_threshold: in [0, 1]. max_detections: K >= 1 (per image, all classes).
+        class_agnostic: one NMS over all classes (each box keeps its best class).
+        batch: the batch dim for the output shapes (int or symbolic name).
+
+    Returns:
+        [num_detections [B,1] int32, detection_boxes [B,K,4] float32 xyxy, detection_scores [B,K] float32,
+        detection_classes [B,K] int32], zero-padded past num_detections.
+    """
+    if ops.opset < MIN_OPSET:
+        raise EdgeError(f"ONNX NMS needs opset >= {MIN_OPSET}, the graph is at opset {ops.opset}")
+    k = int(max_detections)
+    names = list(output_names or OUTPUT_NAMES)
+    b = batch if batch is not None else "batch"
+
+    nms_scores, best_class = _nms_scores(ops, scores, class_agnostic)
+    dense, dim_n = _dense_selected_scores(ops, boxes, nms_scores, k, score_threshold, iou_threshold)
+
+    top_scores, top_index = ops.topk(dense, k, axis=1, hint="top_k")  # [B, K] float, int64
+    valid = ops.binary("Greater", top_scores, ops.f32([-0.5], hint="valid_cut"), hint="valid")  # [B, K]
+    count = ops.reduce("ReduceSum", ops.cast(valid, _FLOAT, hint="valid_f"), [1], keepdims=True, hint="count")
+
+    top_class = ops.binary("Div", top_index, dim_n, hint="top_class")  # [B, K] int64
+    top_box = ops.binary("Sub", top_index, ops.binary("Mul", top_class, dim_n), hint="top_box")
+    if class_agnostic:
+        top_class = ops.op("GatherElements", [best_class, top_box], {"axis": 1}, hint="agnostic_class")
+
+    return _masked_outputs(ops, boxes, top_scores, valid, count, top_class, top_box, names, b, k)

@@ -152,19 +152,13 @@ def _existing_nms(model: Any) -> Optional[str]:
     return None
 
 
-def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
-    """Append NMS to ``model`` (an onnx.ModelProto, not modified) as ``config`` says.
+def _working_copy(model: Any, config: SurgeryConfig) -> Tuple[Any, int, int, int, List[str]]:
+    """A copy of ``model`` that NMS can be appended to: refused when it already ends in NMS or is below
+    ``MIN_OPSET``, initializer inputs removed, converted to opset 11 for ``--nms onnx`` when older.
 
-    Raises ModelError naming the tensor and the expectation for missing outputs, wrong ranks, a boxes
-    tensor whose last dim is not 4, and the like; EdgeError for bad settings.
+    Returns (the copy, its opset, the source's opset, initializer inputs removed, notes).
     """
-    onnx, gs = _deps()
-    from edge.export.efficient_nms_node import add_efficient_nms
-    from edge.export.graph_ops import GraphOps
-    from edge.export.nms_graph import add_onnx_nms, to_xyxy
-    from edge.export.presets import image_input_size, resolve_head
-
-    config.validate()
+    onnx, _ = _deps()
     existing = _existing_nms(model)
     if existing:
         raise ModelError(
@@ -189,6 +183,83 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
         work = _convert_opset(work, ONNX_NMS_MIN_OPSET)
         opset = ONNX_NMS_MIN_OPSET
         notes.append(f"converted from opset {source_opset} to {opset}")
+    return work, opset, source_opset, removed, notes
+
+
+def _append_efficient_nms(ops: Any, head: Any, config: SurgeryConfig,
+                          k: int) -> Tuple[List[Any], Dict[str, Any]]:
+    """``--nms efficient``: one EfficientNMS_TRT node on the resolved head; returns (its four outputs, the
+    sidecar's ``nms`` block without the settings common to both NMS types)."""
+    from edge.export.efficient_nms_node import add_efficient_nms
+
+    params = EfficientNMSParams(
+        score_threshold=float(config.score_threshold),
+        iou_threshold=float(config.iou_threshold),
+        max_output_boxes=k,
+        background_class=-1,  # removed from the scores above, so class ids are foreground ids
+        score_activation=head.sigmoid,
+        class_agnostic=bool(config.class_agnostic),
+        box_coding=1 if head.box_format == "cxcywh" else 0,
+    ).validate()
+    outputs = add_efficient_nms(ops, head.boxes, head.scores, params, anchors=head.anchors, batch=head.batch)
+    nms_block: Dict[str, Any] = {
+        "type": "efficient",
+        "op": PLUGIN_NAME,
+        "plugin_version": PLUGIN_VERSION,
+        "attributes": params.to_attributes(),
+        "max_candidates": MAX_CANDIDATES,
+        "fused_decoder": head.anchors is not None,
+        "score_compare": ">=",
+        "iou_compare": ">=",
+    }
+    return outputs, nms_block
+
+
+def _append_onnx_nms(ops: Any, head: Any, config: SurgeryConfig, k: int) -> Tuple[List[Any], Dict[str, Any]]:
+    """``--nms onnx``: decode to xyxy, apply the sigmoid where the head needs it, then the standard-ONNX NMS
+    subgraph; returns (its four outputs, the sidecar's ``nms`` block without the common settings)."""
+    from edge.export.nms_graph import add_onnx_nms, to_xyxy
+
+    boxes = to_xyxy(ops, head.boxes, head.box_format, head.anchors)
+    scores = ops.op("Sigmoid", [head.scores], hint="sigmoid") if head.sigmoid else head.scores
+    outputs = add_onnx_nms(
+        ops, boxes, scores,
+        score_threshold=float(config.score_threshold),
+        iou_threshold=float(config.iou_threshold),
+        max_detections=k,
+        class_agnostic=bool(config.class_agnostic),
+        batch=head.batch,
+    )
+    nms_block = {"type": "onnx", "op": "NonMaxSuppression", "score_compare": ">", "iou_compare": ">"}
+    return outputs, nms_block
+
+
+def _deploy_model(graph: Any, outputs: List[Any], work: Any, ir_version: int) -> Any:
+    """``graph`` ending in ``outputs``, cleaned and sorted, as an onnx.ModelProto with ``ir_version`` and the
+    source's metadata and doc string."""
+    _, gs = _deps()
+    graph.outputs = outputs
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    out = gs.export_onnx(graph, do_type_check=True)
+    out.ir_version = ir_version
+    del out.metadata_props[:]
+    out.metadata_props.extend(work.metadata_props)
+    out.doc_string = work.doc_string
+    return out
+
+
+def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
+    """Append NMS to ``model`` (an onnx.ModelProto, not modified) as ``config`` says.
+
+    Raises ModelError naming the tensor and the expectation for missing outputs, wrong ranks, a boxes
+    tensor whose last dim is not 4, and the like; EdgeError for bad settings.
+    """
+    onnx, gs = _deps()
+    from edge.export.graph_ops import GraphOps
+    from edge.export.presets import image_input_size, resolve_head
+
+    config.validate()
+    work, opset, source_opset, removed, notes = _working_copy(model, config)
     ir_version = max(int(work.ir_version), int(onnx.helper.find_min_ir_version_for(
         [onnx.helper.make_opsetid("", opset)])))
     try:
@@ -210,38 +281,9 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
 
     k = int(config.max_detections)
     if config.nms == "efficient":
-        params = EfficientNMSParams(
-            score_threshold=float(config.score_threshold),
-            iou_threshold=float(config.iou_threshold),
-            max_output_boxes=k,
-            background_class=-1,  # removed from the scores above, so class ids are foreground ids
-            score_activation=head.sigmoid,
-            class_agnostic=bool(config.class_agnostic),
-            box_coding=1 if head.box_format == "cxcywh" else 0,
-        ).validate()
-        outputs = add_efficient_nms(ops, head.boxes, head.scores, params, anchors=head.anchors, batch=head.batch)
-        nms_block: Dict[str, Any] = {
-            "type": "efficient",
-            "op": PLUGIN_NAME,
-            "plugin_version": PLUGIN_VERSION,
-            "attributes": params.to_attributes(),
-            "max_candidates": MAX_CANDIDATES,
-            "fused_decoder": head.anchors is not None,
-            "score_compare": ">=",
-            "iou_compare": ">=",
-        }
+        outputs, nms_block = _append_efficient_nms(ops, head, config, k)
     else:
-        boxes = to_xyxy(ops, head.boxes, head.box_format, head.anchors)
-        scores = ops.op("Sigmoid", [head.scores], hint="sigmoid") if head.sigmoid else head.scores
-        outputs = add_onnx_nms(
-            ops, boxes, scores,
-            score_threshold=float(config.score_threshold),
-            iou_threshold=float(config.iou_threshold),
-            max_detections=k,
-            class_agnostic=bool(config.class_agnostic),
-            batch=head.batch,
-        )
-        nms_block = {"type": "onnx", "op": "NonMaxSuppression", "score_compare": ">", "iou_compare": ">"}
+        outputs, nms_block = _append_onnx_nms(ops, head, config, k)
     nms_block.update(
         score_threshold=float(config.score_threshold),
         iou_threshold=float(config.iou_threshold),
@@ -252,14 +294,7 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
         box_units="input_pixels",
     )
 
-    graph.outputs = outputs
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    out = gs.export_onnx(graph, do_type_check=True)
-    out.ir_version = ir_version
-    del out.metadata_props[:]
-    out.metadata_props.extend(work.metadata_props)
-    out.doc_string = work.doc_string
-
+    out = _deploy_model(graph, outputs, work, ir_version)
     input_size = tuple(config.head.input_size) if config.head.input_size else image_input_size(graph)
     return SurgeryResult(
         model=out,

@@ -22,9 +22,10 @@ PyTorch module within ``tolerance`` (``max|onnx - torch| / max(1, max|torch|)`` 
 fsync, rename). Simplification (onnxslim) is re-verified the same way and dropped with a warning when it
 breaks anything.
 
-The source is an ``ExportSource``: ``source_from_checkpoint`` (a checkpoint from ``edge train``) or
-``source_from_model`` (an in-memory module). A future ``edge.export.torchvision_adapter`` only has to build
-an ``ExportSource`` whose ``model_for_size`` returns a module with the same contract
+The source is an ``ExportSource`` (``edge.export.export_types``): ``source_from_checkpoint`` (a
+checkpoint from ``edge train``) or ``source_from_model`` (an in-memory module).
+``edge.export.torchvision_loading`` builds an ``ExportSource`` whose ``model_for_size`` returns a module
+with the same contract
 (float32 [B, 3, H, W] normalized RGB -> (boxes [B, N, 4] xyxy input pixels, scores [B, N, C])).
 """
 
@@ -46,6 +47,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from edge.errors import DataError, ModelError, import_optional
+from edge.export.export_types import ExportResult, ExportSource, Size, parse_size
 from edge.export.preprocess import (
     INPUT_LAYOUTS,
     INPUT_NAME,
@@ -77,7 +79,6 @@ MIN_OPSET = 11
 MAX_OPSET = 20  # the TorchScript exporter's ceiling
 MAX_VERIFY_IMAGES = 8
 PathLike = Union[str, "os.PathLike[str]"]
-Size = Tuple[int, int]
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -141,51 +142,7 @@ class ExportConfig:
         return self
 
 
-def parse_size(value: Union[str, int, Sequence[int]]) -> Size:
-    """"320x256" / "320" / 320 / (320, 256) -> (H, W), positive ints."""
-    if isinstance(value, str):
-        text = value.lower().replace(" ", "")
-        parts = text.split("x") if "x" in text else text.split(",") if "," in text else [text, text]
-        try:
-            size = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (-1, -1)
-        except ValueError:
-            size = (-1, -1)
-    elif isinstance(value, int):
-        size = (int(value), int(value))
-    else:
-        seq = [int(v) for v in value]
-        size = (seq[0], seq[1]) if len(seq) == 2 else (-1, -1)
-    if size[0] < 1 or size[1] < 1:
-        raise ModelError(f"image size {value!r} is not valid; expected HxW (e.g. 320x320) or one number for a "
-                         "square input")
-    return size
-
-
 # ------------------------------------------------------------------------------------------------ sources
-
-
-@dataclass
-class ExportSource:
-    """What to export: a way to get the detector at any input size, and the metadata of its sidecar.
-
-    model_for_size((H, W)) -> eval-mode torch module, float32 [B, 3, H, W] normalized RGB ->
-        (boxes [B, N, 4] xyxy input pixels, scores [B, N, C] activations applied, no background).
-    """
-
-    arch: str
-    class_names: List[str]
-    input_size: Size
-    normalization: NormalizationSpec
-    model_for_size: Callable[[Size], Any]
-    config: Dict[str, Any] = field(default_factory=dict)
-    card: Dict[str, Any] = field(default_factory=dict)
-    checkpoint: Optional[Path] = None
-    checkpoint_sha256: Optional[str] = None
-    pad_value: int = 114
-
-    def anchors_for(self, module: Any) -> List[Any]:
-        fn = getattr(module, "anchors_for_card", None)
-        return list(fn()) if callable(fn) else []
 
 
 def _torch() -> Any:
@@ -258,32 +215,6 @@ def source_from_checkpoint(path: PathLike) -> ExportSource:
     pad = int((card.get("input") or {}).get("pad_value", 114))
     return source_from_model(model, names, arch=card.get("arch"), config=card.get("config"), card=card,
                              checkpoint=p, checkpoint_sha256=sha256_file(p), pad_value=pad)
-
-
-# ------------------------------------------------------------------------------------------------ results
-
-
-@dataclass
-class ExportResult:
-    """One written graph: paths, size(s), box count, verification and simplification outcomes, sidecar."""
-
-    onnx_path: Path
-    sidecar_path: Path
-    input_size: Size
-    num_boxes: Dict[str, int]
-    report: VerificationReport
-    simplify: Optional[SimplifyOutcome]
-    sidecar: Dict[str, Any]
-
-    def summary(self) -> Dict[str, Any]:
-        return {
-            "onnx": str(self.onnx_path),
-            "sidecar": str(self.sidecar_path),
-            "input_size": list(self.input_size),
-            "num_boxes": dict(self.num_boxes),
-            "simplified": bool(self.simplify and self.simplify.simplified),
-            "max_errors": self.report.max_errors,
-        }
 
 
 # ------------------------------------------------------------------------------------------------ samples

@@ -271,7 +271,7 @@ def test_real_bccd_boxes_through_both_graphs(bccd_boxes):
 def bccd_boxes():
     import xml.etree.ElementTree as ET
 
-    root = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd"
+    root = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
     files = sorted((root / "Annotations").glob("*.xml"))[:4] if root.is_dir() else []
     if not files:
         pytest.skip(f"BCCD dataset not found at {root}")

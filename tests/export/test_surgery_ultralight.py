@@ -20,7 +20,7 @@ from edge.export.ort_custom_ops import make_session
 from edge.export.presets import HeadSpec
 from edge.export.surgery import SurgeryConfig, check_model, surgery_file
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 MODEL = SHARED / "models" / "ultralight-rfb-320.onnx"
 BCCD = SHARED / "datasets" / "bccd"
 H, W = 240, 320

@@ -1,4 +1,5 @@
-"""``edge.export.torchvision_adapter``: torchvision's SSD300, SSDlite320 and RetinaNet through ``edge export``.
+"""``edge.export.torchvision_adapter`` and ``torchvision_loading``: torchvision's SSD300, SSDlite320 and
+RetinaNet through ``edge export``.
 
 Parity is checked against torchvision itself, with random weights (``weights=None, weights_backbone=None``):
 
@@ -51,7 +52,7 @@ except ImportError:  # the project's .venv until the dev install gains torchvisi
 needs_tv = pytest.mark.skipif(not HAVE_TV, reason="torchvision is not installed here (pip install torchvision "
                                                    "matching torch); the parity tests need real torchvision models")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 CLASSES = ["Platelets", "RBC", "WBC"]
 NUM_TV_CLASSES = len(CLASSES) + 1  # torchvision counts the background
@@ -271,7 +272,7 @@ def test_postprocess_reference_applies_the_topk_cut_per_level_for_retinanet():
 
 @pytest.mark.skipif(HAVE_TV, reason="torchvision is installed: the missing-dependency path cannot be reached")
 def test_without_torchvision_the_error_says_how_to_install(tmp_path):
-    from edge.export.torchvision_adapter import source_from_torchvision
+    from edge.export.torchvision_loading import source_from_torchvision
 
     weights = tmp_path / "w.pth"
     torch.save({"x": torch.zeros(1)}, weights)
@@ -374,7 +375,8 @@ def _export_and_compare(model: Any, arch: str, size: Tuple[int, int], out_dir: P
     from edge.export.ort_custom_ops import make_session
     from edge.export.surgery import SurgeryConfig, surgery_file
     from edge.export.torch_export import ExportConfig, export_source
-    from edge.export.torchvision_adapter import source_from_torchvision_model, wrap_torchvision
+    from edge.export.torchvision_adapter import wrap_torchvision
+    from edge.export.torchvision_loading import source_from_torchvision_model
     from edge.export.verify import relative_error
 
     source = source_from_torchvision_model(model, CLASSES, arch=arch, input_size=size)
@@ -509,14 +511,14 @@ def test_cli_refuses_ambiguous_or_incomplete_model_options(tmp_path, caplog):
 
 @needs_tv
 def test_loading_weights_checks_architecture_classes_and_pickles(ssdlite, tmp_path):
-    from edge.export.torchvision_adapter import (
+    from edge.export.torchvision_adapter import wrap_torchvision
+    from edge.export.torchvision_loading import (
         _build_ssdlite,
         build_torchvision_model,
         infer_num_classes,
         load_state_dict,
         source_from_torchvision,
         source_from_torchvision_model,
-        wrap_torchvision,
     )
 
     state = ssdlite.state_dict()
@@ -558,7 +560,7 @@ def test_loading_weights_checks_architecture_classes_and_pickles(ssdlite, tmp_pa
 
 @needs_tv
 def test_sources_carry_torchvision_normalization_sizes_and_nms_defaults(ssd300, retinanet):
-    from edge.export.torchvision_adapter import source_from_torchvision_model
+    from edge.export.torchvision_loading import source_from_torchvision_model
 
     ssd = source_from_torchvision_model(ssd300, CLASSES, arch="ssd300_vgg16")
     assert ssd.input_size == (300, 300) and ssd.arch == "ssd300_vgg16"
@@ -580,7 +582,7 @@ def test_sources_carry_torchvision_normalization_sizes_and_nms_defaults(ssd300, 
 def test_retinanet_can_keep_column_zero_as_a_class(retinanet):
     """A RetinaNet trained with 0-based labels (sigmoid: column 0 is a real class) keeps all columns when it
     gets one name per column."""
-    from edge.export.torchvision_adapter import source_from_torchvision_model
+    from edge.export.torchvision_loading import source_from_torchvision_model
 
     names = ["bg_or_first"] + CLASSES
     source = source_from_torchvision_model(retinanet, names, arch="retinanet_resnet50_fpn", input_size=(128, 128))

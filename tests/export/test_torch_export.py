@@ -21,6 +21,7 @@ from onnx import numpy_helper
 
 from edge.artifacts import sha256_file
 from edge.errors import ModelError
+from edge.export.export_types import ExportSource, parse_size
 from edge.export.preprocess import (
     LAYOUT_FLOAT_NCHW,
     LAYOUT_UINT8_NHWC_BGR,
@@ -32,9 +33,7 @@ from edge.export.preprocess import (
 from edge.export.simplify import simplify_and_verify
 from edge.export.torch_export import (
     ExportConfig,
-    ExportSource,
     export_source,
-    parse_size,
     reference_samples,
     source_from_model,
     verify_against_torch,
@@ -42,7 +41,7 @@ from edge.export.torch_export import (
 from edge.export.verify import check_graph, ort_session, relative_error
 from edge.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 CLASSES = ["Platelets", "RBC", "WBC"]
 

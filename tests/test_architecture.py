@@ -17,7 +17,8 @@ from typing import Dict, List, Set, Tuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import REPO as ROOT
+
 EDGE = ROOT / "edge"
 
 #: Each package's layer; an import may only go to the same or a lower layer (cycles are checked apart).

@@ -24,7 +24,8 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import REPO as ROOT
+
 DEPLOY = ROOT / "deploy"
 SETUP = DEPLOY / "setup-jetson.sh"
 INSTALL = DEPLOY / "install-service.sh"

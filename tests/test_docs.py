@@ -41,10 +41,9 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.paths import BCCD, REPO, SHARED
+
 DOCS = REPO / "docs"
-SHARED = REPO.parent / "shared"
-BCCD = SHARED / "datasets" / "bccd"
 SHARED_MODELS = SHARED / "models"
 PAGE_ORDER = ("README.md", "guide.md", "tensorrt.md", "troubleshooting.md")
 

@@ -18,9 +18,8 @@ from edge.bundled import bundled_checkpoint
 from edge.data import load_dataset
 from edge.data.images import read_image
 from edge.evaluate import evaluate_model
+from tests.paths import BCCD, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 pytestmark = pytest.mark.skipif(not (BCCD / "JPEGImages").is_dir(), reason=f"BCCD dataset not found at {BCCD}")
 
 SETTINGS = dict(score_threshold=0.001, iou_threshold=0.5, max_detections=100)

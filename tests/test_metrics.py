@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -17,10 +16,7 @@ from edge.metrics import (
     evaluate,
     voc_ap,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
-BCCD_YAML = REPO / "data" / "bccd.yaml"
+from tests.paths import BCCD, BCCD_YAML
 
 
 def _record(image_id, boxes, labels, difficult=None, size=(640, 480)) -> ImageRecord:

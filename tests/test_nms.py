@@ -8,7 +8,6 @@ on real BCCD ground-truth boxes jittered into duplicates.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
@@ -23,8 +22,8 @@ onnx = pytest.importorskip(
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the NMS reference")
 
 from edge.models import ops  # noqa: E402
+from tests.paths import BCCD  # noqa: E402
 
-BCCD = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "bccd"
 BIG = 1_000_000
 
 

@@ -168,6 +168,10 @@ def deploy_graph_for(model: Path) -> Path:
                 f"({source or 'none recorded'}); pass the deploy ONNX it was built from")
         log.info("%s was built from %s", model.name, source)
         return Path(source)
-    if graph_kind(output_names(model)) == "pre-nms":
+    try:
+        kind = graph_kind(output_names(model))
+    except ModelError:  # neither a pre-NMS detector nor a deploy graph: the user's own ONNX, built as it is
+        return model
+    if kind == "pre-nms":
         return deploy_from_pre_nms(model, PreNmsModelError(f"{model.name} ends in boxes + scores (no NMS inside)"))
     return model

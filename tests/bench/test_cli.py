@@ -12,8 +12,7 @@ import pytest
 
 from edge.cli.main import main
 from tests.bench.checks import REQUIRED, _check_case
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import REPO as ROOT
 
 
 def test_cli_end_to_end(model, tmp_path, capsys):

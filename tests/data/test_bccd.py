@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from edge.data import Problem, class_counts, load_dataset, summary_text
+from tests.paths import BCCD, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 YAML = REPO / "data" / "bccd.yaml"
 
 pytestmark = pytest.mark.skipif(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 
 from edge.data import DatasetConfig, load_config, load_dataset
 from edge.errors import DataError
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 
 def _write(tmp_path, text, name="ds.yaml"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -26,8 +25,7 @@ from edge.data.transforms import (
     seeded_rng,
     vflip,
 )
-
-BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
+from tests.paths import BCCD
 
 
 def _bccd_sample(stem: str = "BloodImage_00001"):

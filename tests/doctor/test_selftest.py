@@ -30,8 +30,7 @@ from edge.doctor.report import FAIL, OK, SKIP, WARN, DoctorReport  # noqa: E402
 from edge.doctor.selftest import SelftestConfig, run_selftest  # noqa: E402
 from edge.errors import EdgeError, ModelError  # noqa: E402
 from tests.doctor.tiny_models import write_deploy_model  # noqa: E402
-
-BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
+from tests.paths import BCCD  # noqa: E402
 
 
 def by_name(checks: Any) -> Dict[str, Any]:

@@ -8,9 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import REPO as ROOT
 
 
 def test_cli_json_subprocess_exit_status_matches_failures(tmp_path):

@@ -6,7 +6,6 @@ by the numpy reference must give the same detections."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,10 +18,9 @@ from edge.efficient_nms import EfficientNMSParams, efficient_nms
 from edge.export.ort_custom_ops import make_session
 from edge.export.presets import HeadSpec
 from edge.export.surgery import SurgeryConfig, check_model, surgery_file
+from tests.paths import BCCD, SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 MODEL = SHARED / "models" / "ultralight-rfb-320.onnx"
-BCCD = SHARED / "datasets" / "bccd"
 H, W = 240, 320
 THRESHOLD, IOU, K = 0.05, 0.3, 50
 

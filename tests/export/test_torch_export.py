@@ -40,9 +40,8 @@ from edge.export.torch_export import (
 )
 from edge.export.verify import check_graph, ort_session, relative_error
 from edge.models import build_model
+from tests.paths import BCCD
 
-REPO = Path(__file__).resolve().parents[2]
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 CLASSES = ["Platelets", "RBC", "WBC"]
 
 # small configs: a few MB each, exported and verified in seconds on a 2-core CPU

@@ -52,8 +52,8 @@ except ImportError:  # the project's .venv until the dev install gains torchvisi
 needs_tv = pytest.mark.skipif(not HAVE_TV, reason="torchvision is not installed here (pip install torchvision "
                                                    "matching torch); the parity tests need real torchvision models")
 
-REPO = Path(__file__).resolve().parents[2]
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
+from tests.paths import BCCD  # noqa: E402
+
 CLASSES = ["Platelets", "RBC", "WBC"]
 NUM_TV_CLASSES = len(CLASSES) + 1  # torchvision counts the background
 BOX_TOL = 1e-3  # px

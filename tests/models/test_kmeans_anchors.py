@@ -13,10 +13,7 @@ from edge.cli.main import main
 from edge.data import load_dataset
 from edge.errors import DataError
 from edge.models.kmeans_anchors import anchors_for_dataset, dataset_box_sizes, kmeans_anchors, wh_iou
-
-REPO = Path(__file__).resolve().parents[2]
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
-BCCD_YAML = REPO / "data" / "bccd.yaml"
+from tests.paths import BCCD, BCCD_YAML
 
 
 def synthetic_clusters(centres, per_cluster=200, jitter=0.05, seed=0):

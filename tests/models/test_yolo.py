@@ -11,7 +11,6 @@ import json
 import math
 import warnings
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +23,8 @@ from edge.models import build_model  # noqa: E402
 from edge.models.darknet import Darknet19, Darknet53, DarknetTiny, MaxPoolStride1, Residual  # noqa: E402
 from edge.models.yolo_loss import YoloLossConfig, YoloRaw, assign_targets, decode_level_boxes  # noqa: E402
 from edge.models.yolov2 import Reorg  # noqa: E402
+from tests.paths import BCCD  # noqa: E402
 
-BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 BCCD_CLASSES = ["RBC", "WBC", "Platelets"]
 
 # small variants: what a 2-core CPU trains in minutes
@@ -35,15 +34,6 @@ SMALL = {
     "yolov3-tiny": {"width": 0.25},
 }
 LEVELS = {"yolov2": [32], "yolov3": [8, 16, 32], "yolov3-tiny": [16, 32]}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster than fighting over 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def small_model(arch: str, size=(128, 160), num_classes: int = 3, **kw):

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,9 +21,9 @@ from edge.synth import (
     iter_smear_frames,
     write_smear_video,
 )
+from tests.paths import BCCD
+from tests.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-BCCD = ROOT.parent / "shared" / "datasets" / "bccd"
 RBC, WBC, PLT = 0, 1, 2
 
 

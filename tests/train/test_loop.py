@@ -22,8 +22,8 @@ from edge.train.checkpoint import (
 )
 from edge.train.config import TrainConfig
 from edge.train.loop import config_for_resume, train
+from tests.paths import BCCD
 
-BCCD = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "bccd"
 CLASSES = ["RBC", "WBC", "Platelets"]
 
 # small configurations of every family (fast to build and run at 96-128 pixels)

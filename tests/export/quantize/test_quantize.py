@@ -38,8 +38,8 @@ from edge.model_input import model_input_format
 
 torch = pytest.importorskip("torch")
 
-REPO = Path(__file__).resolve().parents[3]
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
+from tests.paths import BCCD, REPO  # noqa: E402
+
 MANIFEST = REPO / "calibration" / "bccd-trainval-64.txt"
 pytestmark = pytest.mark.skipif(not (BCCD / "JPEGImages").is_dir(), reason=f"BCCD dataset not found at {BCCD}")
 
@@ -48,7 +48,7 @@ pytestmark = pytest.mark.skipif(not (BCCD / "JPEGImages").is_dir(), reason=f"BCC
 def exported(tmp_path_factory) -> Dict[str, Path]:
     """yolov3-tiny with the uint8 NHWC BGR input and SSD (softmax scores) with the float NCHW input, 128 px."""
     from edge.export.torch_export import ExportConfig, export_source, source_from_model
-    from tests.test_export import CLASSES, make_model
+    from tests.export.test_torch_export import CLASSES, make_model
 
     out = {}
     for arch, layout in (("yolov3-tiny", "uint8-nhwc-bgr"), ("ssd", "float-nchw")):

@@ -29,8 +29,8 @@ from edge.evaluate import evaluate_model
 from edge.export.quantize import QuantizeConfig, qdq_summary, quantize_file
 from edge.export.quantize.gate import GateConfig, layer_groups
 from edge.runtime.predictors import load_predictor
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 CLASSES = ["blue", "green", "red"]
 SIZE, CELLS, SRC = 64, 4, 96  # network input, grid, source image size (letterbox scales 96 -> 64)
 SIDECAR = {"input_layout": "uint8_nhwc_bgr", "input_size": [SIZE, SIZE], "classes": CLASSES,

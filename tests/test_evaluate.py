@@ -25,10 +25,7 @@ from edge.evaluate import (
 )
 from edge.metrics import ImageDetections
 from edge.runtime.predictors import PREDICTOR_LOADERS, load_predictor
-
-REPO = Path(__file__).resolve().parents[1]
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
-BCCD_YAML = REPO / "data" / "bccd.yaml"
+from tests.paths import BCCD, BCCD_YAML
 
 # BGR colours of the two classes drawn in the tiny dataset
 COLOURS = {"red": (0, 0, 255), "green": (0, 255, 0)}

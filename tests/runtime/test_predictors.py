@@ -40,9 +40,8 @@ from edge.runtime.predictors import (
     predictor_from_onnx,
     register,
 )
+from tests.paths import BCCD
 
-REPO = Path(__file__).resolve().parents[1]
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 needs_bccd = pytest.mark.skipif(not (BCCD / "JPEGImages").is_dir(), reason=f"BCCD dataset not found at {BCCD}")
 
 
@@ -187,7 +186,7 @@ def deployed(tmp_path_factory):
     from edge.export.surgery import SurgeryConfig, surgery_file
     from edge.export.torch_export import ExportConfig, export_checkpoint
     from edge.train.checkpoint import build_card, save_checkpoint
-    from tests.test_export import make_model
+    from tests.export.test_torch_export import make_model
 
     folder = tmp_path_factory.mktemp("deployed")
     model = make_model("yolov3-tiny", seed=3)

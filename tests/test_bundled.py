@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -17,8 +16,7 @@ from edge.artifacts import read_sidecar
 from edge.boxes import box_iou
 from edge.bundled import bundled_checkpoint, bundled_model
 from edge.synth import SmearScene
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import REPO as ROOT
 
 
 def test_bundled_files_and_sidecar():

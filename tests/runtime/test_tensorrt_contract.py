@@ -2,7 +2,7 @@
 
 TensorRT and PyCUDA cannot be installed on this machine. These tests run ``TensorRTBackend`` against
 stand-ins of the documented TensorRT 8.2/8.5/10/11 runtime API and of ``pycuda.driver``
-(``tests/test_runtime_standins.py``): they check which API each version gets (bindings +
+(``tests/runtime/test_standins.py``): they check which API each version gets (bindings +
 ``execute_async_v2`` on 8.2, tensor addresses + ``execute_async_v3`` on 8.5+), the CUDA context
 discipline (context current on the inference thread, popped and released at the end), that every buffer
 is freed, the sidecar key check, CUDA-graph replay, and that data really flows host -> device -> engine ->
@@ -22,7 +22,7 @@ import pytest
 from edge.errors import EdgeError, MissingDependencyError, ModelError
 from edge.runtime.backend import conformance_report
 from edge.runtime.synthetic import draw_red_box
-from tests.test_runtime_standins import engine_bytes, make_pycuda, make_tensorrt, red_box_outputs
+from tests.runtime.test_standins import engine_bytes, make_pycuda, make_tensorrt, red_box_outputs
 
 VERSIONS = ["8.2.1", "8.5.2", "10.3.0", "11.0.0"]
 SIDECAR = {

@@ -29,8 +29,8 @@ from edge.ort import choose_providers
 from edge.runtime.backend import conformance_report, find_output_names
 from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend, OrtOptions, graph_uses_trt_nms
 from edge.runtime.synthetic import draw_red_box, red_box_model
+from tests.paths import BCCD, SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ULTRALIGHT = SHARED / "models" / "ultralight-rfb-320.onnx"
 RED_A = (10, 20, 50, 40)  # x1, y1, x2, y2 in a 128x96 frame (= the input size: letterbox is identity)
 RED_B = (60, 5, 70, 80)
@@ -75,7 +75,7 @@ def models(tmp_path_factory):
 
 def _standin_backend(tmp: Path):
     from edge.runtime.tensorrt_backend import TensorRTBackend
-    from tests.test_runtime_standins import engine_bytes, make_pycuda, make_tensorrt
+    from tests.runtime.test_standins import engine_bytes, make_pycuda, make_tensorrt
 
     path = tmp / "red.engine"
     path.write_bytes(engine_bytes())
@@ -221,7 +221,6 @@ def test_foreign_model_float_preprocessing_matches_its_readme():
         assert scores.shape == (1, 4420, 2) and boxes.shape == (1, 4420, 4)
 
 
-BCCD = SHARED / "datasets" / "bccd"
 
 
 @pytest.mark.parametrize("nms", ["onnx", "efficient"])

@@ -12,7 +12,6 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -35,10 +34,8 @@ from edge.errors import DataError, ModelError
 from edge.export.preprocess import NormalizationSpec, preprocess_numpy
 from edge.letterbox import letterbox
 from edge.model_input import InputFormat, model_input_format
+from tests.paths import BCCD, BCCD_YAML, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
-BCCD_YAML = REPO / "data" / "bccd.yaml"
 MANIFEST = REPO / "calibration" / "bccd-trainval-64.txt"
 needs_bccd = pytest.mark.skipif(not (BCCD / "JPEGImages").is_dir(), reason=f"BCCD dataset not found at {BCCD}")
 

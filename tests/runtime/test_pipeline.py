@@ -28,8 +28,8 @@ from edge.runtime.pipeline import Pipeline, PipelineConfig, naive_loop
 from edge.runtime.sinks import JsonLinesSink, Sink, VideoFileSink, partial_path
 from edge.runtime.sources import TestPatternSource, open_source, parse_source
 from edge.runtime.synthetic import draw_red_box, red_box_model
+from tests.paths import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 W, H = 320, 240  # frames; the model input is 128x128, so letterbox scales by 0.4 and pads 16 rows each side
 
 

@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from edge.errors import MissingDependencyError, ModelError, import_optional
+from edge.errors import MissingDependencyError, ModelError
+from edge.ort import import_onnx
 
 NMS_OPS = ("EfficientNMS_TRT", "NonMaxSuppression")
 _FLOAT_TYPES = (1, 10, 11)  # onnx FLOAT, FLOAT16, DOUBLE
@@ -35,8 +36,6 @@ class NmsSplit:
     elem_types: Dict[str, int]
 
 
-def _onnx() -> Any:
-    return import_optional("onnx", "onnx", "the self-test's graph split", "pip install onnx")
 
 
 def split_at_nms(model: Any) -> NmsSplit:
@@ -106,7 +105,7 @@ def split_at_nms(model: Any) -> NmsSplit:
 
 def probe_graph(model: Any, split: NmsSplit) -> Any:
     """A copy of ``model`` with the pre-NMS tensors as extra outputs (after the four NMS outputs)."""
-    onnx = _onnx()
+    onnx = import_onnx()
     from onnx import helper
 
     out = onnx.ModelProto()
@@ -120,7 +119,7 @@ def probe_graph(model: Any, split: NmsSplit) -> Any:
 
 def nms_tail(model: Any, split: NmsSplit) -> Any:
     """The NMS part alone: ``split.tail_inputs`` in, the graph's outputs out (same ops, same attributes)."""
-    _onnx()
+    import_onnx()
     from onnx import helper
 
     graph = model.graph

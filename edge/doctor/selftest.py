@@ -32,10 +32,11 @@ from edge.doctor.compare import (
     timing,
 )
 from edge.doctor.engine_hooks import EngineHooks, EngineUnavailable, tensorrt_hooks
-from edge.doctor.nms_split import NmsSplit, OrtGraphRunner, _onnx, nms_tail, probe_graph, split_at_nms
+from edge.doctor.nms_split import NmsSplit, OrtGraphRunner, nms_tail, probe_graph, split_at_nms
 from edge.doctor.precisions import plan_precisions
 from edge.doctor.report import FAIL, OK, SKIP, WARN, Check
 from edge.errors import EdgeError, ModelError
+from edge.ort import import_onnx
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _reference(model_path: Path, batches: List[np.ndarray], input_name: str, num
                work: Path) -> _Reference:
     """Split ``model_path`` at its NMS, run the probe graph on ``batches`` with ONNX Runtime, check that the
     NMS part alone replays the detections, and write the probe graph (+ sidecar) into ``work``."""
-    onnx = _onnx()
+    onnx = import_onnx()
     model = onnx.load(str(model_path))
     split = split_at_nms(model)
     probe = probe_graph(model, split)

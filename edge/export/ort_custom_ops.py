@@ -26,7 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from edge.efficient_nms import PLUGIN_NAME, EfficientNMSParams, efficient_nms
-from edge.errors import MissingDependencyError, ModelError, import_optional
+from edge.errors import MissingDependencyError, ModelError
+from edge.ort import import_onnx
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,6 @@ def _ortx() -> Any:
     return onnxruntime_extensions
 
 
-def _onnx() -> Any:
-    return import_optional("onnx", "onnx", "editing TensorRT-flavoured graphs for ONNX Runtime",
-                           "pip install 'edge-detect[quantize]'")
 
 
 def _params_from(kwargs: Dict[str, Any]) -> EfficientNMSParams:
@@ -107,7 +105,7 @@ def register() -> str:
 
 
 def _load(model: ModelLike) -> Any:
-    onnx = _onnx()
+    onnx = import_onnx()
     if isinstance(model, onnx.ModelProto):
         return model
     if isinstance(model, (bytes, bytearray)):
@@ -128,7 +126,7 @@ def trt_nms_nodes(model: Any) -> List[Any]:
 
 def elem_types(model: Any) -> Dict[str, int]:
     """Tensor name -> element type, from inputs, initializers, value_info and shape inference."""
-    onnx = _onnx()
+    onnx = import_onnx()
     types: Dict[str, int] = {}
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -153,7 +151,7 @@ def make_cpu_runnable(model: ModelLike) -> Any:
     Also the form that passes ``onnx.checker``: the plugin lives in a custom domain there.
     Raises ModelError when the graph has no EfficientNMS_TRT node.
     """
-    onnx = _onnx()
+    onnx = import_onnx()
     from onnx import helper
 
     src = _load(model)

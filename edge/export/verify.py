@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Union
 import numpy as np
 
 from edge.errors import ModelError, import_optional
+from edge.ort import import_onnx
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,6 @@ def _ort() -> Any:
     return import_optional("onnxruntime", "onnxruntime", "verifying an exported ONNX", "pip install onnxruntime")
 
 
-def _onnx() -> Any:
-    return import_optional("onnx", "onnx", "checking an exported ONNX", "pip install onnx")
 
 
 def _model_bytes(model: ModelSource) -> bytes:
@@ -205,7 +204,7 @@ def check_graph(model: ModelSource, what: str = "graph") -> Any:
 
     Raises ModelError naming ``what`` and the checker's message.
     """
-    onnx = _onnx()
+    onnx = import_onnx()
     proto = model if hasattr(model, "graph") else onnx.load_from_string(_model_bytes(model))
     try:
         onnx.checker.check_model(proto, full_check=True)

@@ -27,14 +27,12 @@ from typing import Any, List, Tuple, Union
 
 import numpy as np
 
-from edge.errors import import_optional
 from edge.model_input import LAYOUT_UINT8_NHWC_BGR, LAYOUTS
+from edge.ort import import_onnx
 
 CLASS_NAMES = ["tall", "wide"]
 
 
-def _onnx() -> Any:
-    return import_optional("onnx", "onnx", "building the synthetic test model", "pip install onnx")
 
 
 class _Graph:
@@ -67,7 +65,7 @@ def red_box_model(
     opset: int = 13,
 ) -> Path:
     """Write the model to ``path`` (and ``path``.json); ``size`` is the input (height, width)."""
-    onnx = _onnx()
+    onnx = import_onnx()
     from onnx import helper
 
     if layout not in LAYOUTS:

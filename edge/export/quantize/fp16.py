@@ -17,7 +17,8 @@ import numpy as np
 
 from edge.errors import MissingDependencyError, ModelError
 from edge.export.quantize.compare import output_errors, run_outputs
-from edge.export.quantize.partition import _onnx, check_pre_nms, name_nodes, partition_graph, toposort
+from edge.export.quantize.partition import check_pre_nms, name_nodes, partition_graph, toposort
+from edge.ort import import_onnx
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ DEFAULT_DECODE_TOLERANCE_PX = 1e-2
 
 def convert_fp16(model: Any, *, float32_nodes: Sequence[str] = ()) -> Any:
     """An fp16 copy of ``model`` with float32 inputs and outputs kept; ``float32_nodes`` stay fp32."""
-    onnx = _onnx()
+    onnx = import_onnx()
     try:
         from onnxruntime.transformers.float16 import convert_float_to_float16
     except ImportError as exc:  # pragma: no cover - part of the onnxruntime wheel
@@ -57,7 +58,7 @@ def fp16_simulation(model: Any, *, float32_nodes: Sequence[str] = ()) -> Any:
     a whole, so the real fp16 graph on CPU rounds little more than its weights and never overflows; the
     accuracy gate scores this simulation as well and keeps the worse figure.
     """
-    onnx = _onnx()
+    onnx = import_onnx()
     from onnx import TensorProto, helper, numpy_helper
 
     work = onnx.ModelProto()
@@ -119,7 +120,7 @@ def build_fp16(model: Any, samples: Sequence[np.ndarray], *, decode: str = "auto
     and the errors against FP32 of the chosen graph on ONNX Runtime (``vs_fp32_*``) and of its simulation
     (``sim_vs_fp32_*``): max box error in px, max/mean score error.
     """
-    onnx = _onnx()
+    onnx = import_onnx()
     work = onnx.ModelProto()
     work.CopyFrom(model)
     name_nodes(work)

@@ -30,7 +30,8 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 import numpy as np
 
 from edge.errors import EdgeError, MissingDependencyError, ModelError, import_optional
-from edge.export.quantize.partition import WEIGHTED_OPS, _onnx, check_pre_nms, partition_graph, prepare_model
+from edge.export.quantize.partition import WEIGHTED_OPS, check_pre_nms, partition_graph, prepare_model
+from edge.ort import import_onnx
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class Int8Quantizer:
     def __init__(self, model: Any, batches: Sequence[np.ndarray], *, method: str = "entropy",
                  percentile: Optional[float] = None, per_channel: bool = True,
                  entropy_bins: int = DEFAULT_ENTROPY_BINS) -> None:
-        onnx = _onnx()
+        onnx = import_onnx()
         if method not in METHODS:
             raise EdgeError(f"calibration method {method!r} is not one of {list(METHODS)}")
         if not batches:
@@ -278,7 +279,7 @@ class Int8Quantizer:
 
         Returns a float copy of the model when no layer is left to quantize.
         """
-        onnx = _onnx()
+        onnx = import_onnx()
         q = _ort_quantization()
         weighted = list(self.partition.weighted)
         unknown = [n for n in list(keep_float) + list(only or []) if n not in weighted]

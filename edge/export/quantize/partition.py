@@ -13,8 +13,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
-from edge.errors import ModelError, import_optional
+from edge.errors import ModelError
 from edge.export.opset import model_opset
+from edge.ort import import_onnx
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,6 @@ WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 PRE_NMS_OUTPUTS = ("boxes", "scores")
 
 
-def _onnx() -> Any:
-    return import_optional("onnx", "onnx", "edge quantize", "pip install 'edge-detect[quantize]'")
 
 
 
@@ -166,7 +165,7 @@ def prepare_model(model: Any, min_opset: int = 0) -> Any:
     """A copy of ``model`` ready for quantization: initializers listed as graph inputs (an old exporter's
     habit, which keeps ONNX Runtime from treating weights as constants) removed from the inputs, unnamed
     nodes named, and the opset raised to ``min_opset`` with ``onnx.version_converter`` when lower."""
-    onnx = _onnx()
+    onnx = import_onnx()
     from edge.export.surgery import strip_initializer_inputs
 
     work = onnx.ModelProto()

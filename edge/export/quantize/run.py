@@ -31,11 +31,11 @@ from edge.export.quantize.int8 import (
 )
 from edge.export.quantize.partition import (
     GraphPartition,
-    _onnx,
     check_pre_nms,
     partition_graph,
     prepare_model,
 )
+from edge.ort import import_onnx
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _full_batch(x: np.ndarray, fmt: Any) -> np.ndarray:
 
 def _check_output(candidate: Any, source: Any, samples: Sequence[np.ndarray], what: str) -> None:
     """onnx.checker, same inputs/outputs as the source, runs in ONNX Runtime with finite outputs."""
-    onnx = _onnx()
+    onnx = import_onnx()
     try:
         onnx.checker.check_model(candidate)
     except Exception as exc:
@@ -330,7 +330,7 @@ def quantize_file(
         ModelError: a refused model (over the accuracy budget even as FP16): nothing is written but the
             gate report ``OUT.gate.json``.
     """
-    onnx = _onnx()
+    onnx = import_onnx()
     from edge.artifacts import sha256_file
     from edge.model_input import model_input_format
 

@@ -164,7 +164,7 @@ def input_format_from_graph(
 
 
 def model_input_format(model: Any, sidecar: Optional[Dict[str, Any]] = None) -> Any:
-    """The ``edge.runtime.backend.InputFormat`` of an ONNX model (path or ``onnx.ModelProto``).
+    """The ``InputFormat`` of an ONNX model (path or ``onnx.ModelProto``).
 
     The graph's single image input (initializers listed as inputs are skipped) gives dtype and shape; the
     sidecar (read beside a path when not given) gives layout, size, normalization and pad value.

@@ -2,7 +2,7 @@
 
 Pre-NMS ONNX (ORT + numpy NMS + letterbox inverse), post-NMS ONNX (ONNX NMS and EfficientNMS_TRT through
 the reference op, via the ONNX Runtime backend), checkpoints (torch) and engines (a clear error without
-TensorRT), registered into ``edge.evaluate.load_predictor``. The parity test is issue 4's: a checkpoint,
+TensorRT), opened by ``edge.runtime.predictors.load_predictor``. The parity test is issue 4's: a checkpoint,
 its exported pre-NMS ONNX and both deploy graphs give the same detections and the same mAP on real BCCD
 images. Real ONNX files, sessions, checkpoints and images throughout.
 """

@@ -244,16 +244,6 @@ def test_one_logger_name():
     assert wrong == [], wrong
 
 
-@pytest.mark.parametrize("verb", ["run", "eval", "bench", "build"])
-def test_every_model_verb_reads_the_one_suffix_table(verb):
-    """edge-run, edge eval, edge bench and edge build take their model files by ``MODEL_SUFFIXES``."""
-    from edge.artifacts import MODEL_SUFFIXES
-    from edge.runtime.predictors import PREDICTOR_LOADERS
-
-    assert set(MODEL_SUFFIXES) <= set(PREDICTOR_LOADERS)
-    assert {k for k in MODEL_SUFFIXES.values()} == {"checkpoint", "onnx", "engine"}
-
-
 def test_the_checker_catches_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
     """The checks above can fail: a fake tree with a cycle and a primitive importing a verb package."""
     fake = tmp_path / "edge"

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from edge.artifacts import model_file_kind
 from edge.bench.backends import default_backend_factory
 from edge.bench.clip import first_frame, make_clip
 from edge.bench.config import BackendFactory, BenchCase, BenchConfig, FixedSizeError
@@ -122,6 +123,7 @@ def run_command(args: argparse.Namespace, *, backend_factory: BackendFactory = d
     for m in models:
         if not m.exists():
             raise EdgeError(f"model {m} not found")
+        model_file_kind(m)  # an unknown suffix is refused before the clip is made
     sizes: List[Optional[Tuple[int, int]]] = list(args.imgsz) if args.imgsz else [None]
     cases = [BenchCase(m, s) for m in models for s in sizes]
     log.info("benching %d case(s): %s", len(cases), ", ".join(c.label() for c in cases))

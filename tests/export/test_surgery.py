@@ -149,7 +149,7 @@ IMAGE_HW = (320, 416)
 @pytest.mark.parametrize("case", list(CASES))
 def test_onnx_and_efficient_graphs_match_the_reference(opset, case):
     spec_kwargs, agnostic = CASES[case]
-    rng = np.random.default_rng(abs(hash(case)) % 2**32 + opset)
+    rng = np.random.default_rng(100 * list(CASES).index(case) + opset)  # explicit: hash(str) is salted
     b, n, c = 2, 200, 4
     boxes_px = random_boxes(rng, b, n, IMAGE_HW)
     h, w = IMAGE_HW

@@ -12,8 +12,11 @@ Inputs
             interchangeable for NMS, so (y1, x1, y2, x2) and (cy, cx, h, w) work the same way.
     scores  [B, N, C] (or [B, N, C, 1]): per-class scores, raw logits when ``score_activation`` is set.
     anchors optional [1, N, 4] or [B, N, 4], same coding as ``boxes``: the fused box decoder. Corners:
-            box = delta + anchor. Centre-size: c = d_c * anchor_size + anchor_c, size = anchor_size *
-            exp(d_size) (no variances: fold them into the deltas beforehand).
+            box = reorder(delta) + reorder(anchor), where reorder puts each pair of corners in order
+            (x1 <= x2, y1 <= y2) first: the plugin's ``DecodeBoxes`` calls ``BoxCorner::reorder()`` on
+            both before adding, so a delta or an anchor given with its corners swapped decodes to a
+            different box than the plain sum. Centre-size (no reordering there): c = d_c * anchor_size
+            + anchor_c, size = anchor_size * exp(d_size) (no variances: fold them into the deltas).
 
 Algorithm, per image
     1. Candidates are the (box, class) pairs with ``score >= score_threshold`` (greater *or equal*), the
@@ -30,7 +33,8 @@ Algorithm, per image
        put in order; a non-positive intersection or union gives IoU 0. NMS stops once
        ``max_output_boxes`` candidates are kept.
     4. Outputs, padded with zeros past ``num_detections``: num_detections [B, 1] int32, detection_boxes
-       [B, K, 4] corners (x1, y1, x2, y2 in the input's units, as decoded, not reordered),
+       [B, K, 4] corners (x1, y1, x2, y2 in the input's units; boxes as given, or as decoded from the
+       reordered delta and anchor, never reordered afterwards),
        detection_scores [B, K] (sigmoid applied when ``score_activation``), detection_classes [B, K] int32
        (index into the C score columns, background included in the numbering).
 
@@ -60,6 +64,7 @@ __all__ = [
     "EfficientNMSOutput",
     "efficient_nms",
     "decode_boxes",
+    "reorder_corners",
 ]
 
 PLUGIN_NAME = "EfficientNMS_TRT"
@@ -142,14 +147,37 @@ class EfficientNMSOutput(NamedTuple):
     detection_classes: np.ndarray  # [B, K] int32
 
 
+def reorder_corners(boxes: np.ndarray) -> np.ndarray:
+    """[..., 4] corners with each pair put in order (columns 0 <= 2 and 1 <= 3), as the plugin does it.
+
+    ``BoxCorner<T>::reorder()`` in ``plugin/efficientNMSPlugin/efficientNMSInference.cuh`` (NVIDIA/TensorRT)
+    swaps a pair when the first is greater, without a temporary: ``a = a - b; b = a + b; a = b - a`` with
+    round-to-nearest adds (``sub_mp``/``add_mp``). This does the same arithmetic in ``boxes``' dtype, so a
+    swapped pair can differ from an exact swap in the last bits (3 and 1e-8 become 0 and 3), as on the GPU.
+    """
+    out = np.array(boxes, copy=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for first, second in ((0, 2), (1, 3)):
+            a, b = boxes[..., first], boxes[..., second]
+            swap = a > b  # gt_mp: NaN never swaps
+            diff = a - b
+            high = diff + b
+            low = high - diff
+            out[..., first] = np.where(swap, low, a)
+            out[..., second] = np.where(swap, high, b)
+    return out
+
+
 def decode_boxes(deltas: np.ndarray, anchors: np.ndarray, box_coding: int) -> np.ndarray:
     """The plugin's fused decoder: [..., 4] deltas and anchors (same coding) -> boxes in that coding.
 
-    box_coding 0 (corners): ``delta + anchor``. box_coding 1 (cx, cy, w, h):
-    ``(d_cx * a_w + a_cx, d_cy * a_h + a_cy, a_w * exp(d_w), a_h * exp(d_h))``.
+    box_coding 0 (corners): ``reorder_corners(delta) + reorder_corners(anchor)``: ``DecodeBoxes`` in
+    ``plugin/efficientNMSPlugin/efficientNMSInference.cu`` calls ``reorder()`` on the box and on the anchor
+    before ``BoxCorner::decode`` adds them. box_coding 1 (cx, cy, w, h; ``BoxCenterSize::reorder()`` does
+    nothing): ``(d_cx * a_w + a_cx, d_cy * a_h + a_cy, a_w * exp(d_w), a_h * exp(d_h))``.
     """
     if int(box_coding) == 0:
-        return deltas + anchors
+        return reorder_corners(deltas) + reorder_corners(anchors)
     with np.errstate(over="ignore"):
         return np.stack(
             [

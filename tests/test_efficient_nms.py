@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from edge.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
-from edge.efficient_nms import MAX_CANDIDATES, EfficientNMSParams, decode_boxes, efficient_nms
+from edge.efficient_nms import (
+    MAX_CANDIDATES,
+    EfficientNMSParams,
+    decode_boxes,
+    efficient_nms,
+    reorder_corners,
+)
 from edge.errors import EdgeError, ModelError
 from edge.nms import multiclass_nms
 
@@ -185,14 +191,84 @@ def test_box_coding_center_size_outputs_corners():
     assert_matches_multiclass(out, 0, boxes[0], scores[0], 0.3, 0.5, 20)
 
 
+# Hand-worked from the plugin's source (NVIDIA/TensorRT plugin/efficientNMSPlugin): ``DecodeBoxes`` calls
+# ``reorder()`` on the box delta and on the anchor, then ``BoxCorner::decode`` adds them corner by corner;
+# ``BoxCenterSize::reorder()`` does nothing. Corners here are given in the wrong order on purpose.
+FUSED_CASES = {
+    0: dict(
+        deltas=[[2, -1, -3, 4],     # x pair swapped -> (-3, -1, 2, 4)
+                [1, 5, 2, -2],      # y pair swapped -> (1, -2, 2, 5)
+                [5, 0, -5, 0]],     # x pair swapped -> (-5, 0, 5, 0)
+        anchors=[[60, 10, 20, 50],  # x pair swapped -> (20, 10, 60, 50)
+                 [100, 140, 160, 100],  # y pair swapped -> (100, 100, 160, 140)
+                 [22, 9, 57, 54]],  # in order
+        # box 2 decodes onto box 0 exactly (IoU 1: suppressed); summed as given it would be (27, 9, 52, 54),
+        # IoU 0.56 < 0.6 with box 0, and survive
+        expected=[[17, 9, 62, 54], [101, 98, 162, 145]],
+    ),
+    1: dict(
+        deltas=[[0.5, -0.25, 0.6931471805599453, 0.0],
+                [0.0, 0.0, 0.0, 0.0],
+                [0.0, 0.0, 0.0, 0.0]],
+        anchors=[[100, 80, 40, 20],  # (120, 75, 80, 20) -> corners (80, 65, 160, 85)
+                 [50, 50, -20, 10],  # a negative width is not reordered: corners (60, 45, 40, 55)
+                 [300, 300, 10, 10]],  # (295, 295, 305, 305)
+        expected=[[80, 65, 160, 85], [60, 45, 40, 55], [295, 295, 305, 305]],
+    ),
+}
+
+
 @pytest.mark.parametrize("coding", [0, 1])
 def test_fused_decoder_with_anchors(coding):
+    """The fused decoder against values worked by hand from the plugin's semantics (see FUSED_CASES)."""
+    case = FUSED_CASES[coding]
+    deltas = np.asarray(case["deltas"], np.float32)[None]
+    anchors = np.asarray(case["anchors"], np.float32)[None]
+    scores = np.array([[[0.9], [0.8], [0.7]]], np.float32)
+    out = efficient_nms(deltas, scores, EfficientNMSParams(0.3, 0.6, 10, box_coding=coding), anchors=anchors)
+    expected = np.asarray(case["expected"], np.float32)
+    n = len(expected)
+    assert out.num_detections.tolist() == [[n]]
+    np.testing.assert_allclose(out.detection_boxes[0, :n], expected, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out.detection_scores[0, :n], [0.9, 0.8, 0.7][:n])
+    assert out.detection_classes[0, :n].tolist() == [0] * n
+    assert not out.detection_boxes[0, n:].any()
+
+
+def test_corner_reordering_is_the_plugins_arithmetic_swap():
+    """``BoxCorner::reorder`` swaps with a - b, + b, - (no temporary): 3 and 1e-8 come out 0 and 3 in fp32."""
+    pairs = np.array([[3.0, 1e-8, 1e-8, 3.0], [5.0, 7.0, 1.0, 2.0], [1.0, 2.0, 3.0, 4.0]], np.float32)
+    np.testing.assert_array_equal(reorder_corners(pairs), np.array(
+        [[0.0, 1e-8, 3.0, 3.0], [1.0, 2.0, 5.0, 7.0], [1.0, 2.0, 3.0, 4.0]], np.float32))
+    # deltas and anchors are both reordered before the sum; centre-size codes are left as they are
+    delta = np.array([[4.0, 0.0, -4.0, 0.0]], np.float32)
+    anchor = np.array([[10.0, 10.0, 30.0, 20.0]], np.float32)
+    assert decode_boxes(delta, anchor, 0).tolist() == [[6.0, 10.0, 34.0, 20.0]]
+    assert decode_boxes(delta[:, [0, 1, 1, 1]], anchor, 1)[0, :2].tolist() == [10.0 + 4.0 * 30.0, 10.0]
+
+
+def _ordered(boxes):
+    """Each corner pair in order, with an exact min/max (the plugin swaps by arithmetic: same values here)."""
+    return np.concatenate([np.minimum(boxes[..., :2], boxes[..., 2:]), np.maximum(boxes[..., :2], boxes[..., 2:])],
+                          axis=-1)
+
+
+@pytest.mark.parametrize("coding", [0, 1])
+def test_fused_decoder_on_random_heads(coding):
+    """Random boxes encoded against jittered anchors. Centre-size deltas decode back to the boxes; corner
+    offsets (box - anchor) decode to ordered(delta) + ordered(anchor), which is not the box wherever the x1
+    (or y1) offset exceeds the x2 (y2) one. NMS on the deltas equals edge.nms on those decoded boxes."""
     rng = np.random.default_rng(14)
     boxes, scores = random_head(rng, b=2, n=120, c=2)
     anchors_xyxy = boxes[:1] + rng.normal(0, 3, boxes[:1].shape).astype(np.float32)
     if coding == 0:
         anchors = anchors_xyxy
         deltas = boxes - anchors
+        crossed = (deltas[..., 0] > deltas[..., 2]) | (deltas[..., 1] > deltas[..., 3])
+        assert 0.2 < crossed.mean() < 0.9, "the case must have offsets in both orders"
+        expected = _ordered(deltas) + _ordered(anchors)
+        assert np.abs(expected[crossed] - boxes[crossed]).max() > 1.0
+        np.testing.assert_allclose(expected[~crossed], boxes[~crossed], atol=1e-3)
     else:
         anchors = xyxy_to_cxcywh(anchors_xyxy)
         target = xyxy_to_cxcywh(boxes)
@@ -200,13 +276,14 @@ def test_fused_decoder_with_anchors(coding):
             [(target[..., :2] - anchors[..., :2]) / anchors[..., 2:], np.log(target[..., 2:] / anchors[..., 2:])],
             axis=-1,
         ).astype(np.float32)
+        expected = boxes
     decoded = decode_boxes(deltas, anchors, coding)
     if coding == 1:
         decoded = cxcywh_to_xyxy(decoded)
-    np.testing.assert_allclose(decoded, boxes, atol=1e-3)
+    np.testing.assert_allclose(decoded, expected, atol=1e-3)
     out = efficient_nms(deltas, scores, EfficientNMSParams(0.3, 0.5, 20, box_coding=coding), anchors=anchors)
     for img in range(2):
-        assert_matches_multiclass(out, img, decoded[img], scores[img], 0.3, 0.5, 20)
+        assert_matches_multiclass(out, img, expected[img], scores[img], 0.3, 0.5, 20)
 
 
 def test_per_class_boxes():

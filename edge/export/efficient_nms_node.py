@@ -40,7 +40,9 @@ def add_efficient_nms(
             ``anchors`` is given (fused decoder).
         scores: [B, N, C] float32 (raw logits when ``params.score_activation``).
         params: the plugin attributes (validated here).
-        anchors: optional [1|B, N, 4] tensor, same coding as boxes (fused-decoder form).
+        anchors: optional [1|B, N, 4] tensor, same coding as boxes (fused-decoder form; with corners the
+            plugin orders each delta's and anchor's corner pairs before adding them, see
+            ``edge.efficient_nms.decode_boxes``).
         batch: the batch dim for the output shapes (int or a symbolic name).
         domain: node domain; "" (default) is what TensorRT's parser expects.
 

@@ -33,14 +33,31 @@ MIN_OPSET = 11
 _FLOAT, _INT32 = 1, 6  # onnx.TensorProto data types
 
 
+def ordered_corners(ops: Any, boxes: Any, hint: str) -> Any:
+    """[B|1, N, 4] corners with each pair put in order (x1 <= x2, y1 <= y2): Min and Max of the two corners.
+
+    What EfficientNMS_TRT's decoder does to a delta and an anchor before adding them (``DecodeBoxes`` in
+    ``plugin/efficientNMSPlugin/efficientNMSInference.cu``, NVIDIA/TensorRT; ``edge.efficient_nms.
+    reorder_corners``). The plugin swaps by arithmetic (a - b, + b, -), so a swapped pair can differ from
+    this exact swap in the last bits; an ordered pair comes out unchanged in both.
+    """
+    first = ops.slice(boxes, 0, 2, 2, hint=f"{hint}_first")
+    second = ops.slice(boxes, 2, 4, 2, hint=f"{hint}_second")
+    low = ops.binary("Min", first, second, hint=f"{hint}_low")
+    high = ops.binary("Max", first, second, hint=f"{hint}_high")
+    return ops.concat([low, high], axis=2, hint=f"{hint}_ordered")
+
+
 def to_xyxy(ops: Any, boxes: Any, box_format: str, anchors: Any = None) -> Any:
     """[B, N, 4] boxes (or deltas with ``anchors``) in ``box_format`` -> decoded xyxy, as graph nodes.
 
-    Decoding matches EfficientNMS_TRT's fused decoder (``edge.efficient_nms.decode_boxes``).
+    Decoding matches EfficientNMS_TRT's fused decoder (``edge.efficient_nms.decode_boxes``): corners decode
+    as ordered delta + ordered anchor (see ``ordered_corners``), centre-size ones as given.
     """
     if box_format == "xyxy":
         if anchors is not None:
-            return ops.binary("Add", boxes, anchors, hint="decode_xyxy")
+            return ops.binary("Add", ordered_corners(ops, boxes, "delta"), ordered_corners(ops, anchors, "anchor"),
+                              hint="decode_xyxy")
         return boxes
     if box_format != "cxcywh":
         raise EdgeError(f"box format {box_format!r} is not xyxy or cxcywh")

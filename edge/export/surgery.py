@@ -44,6 +44,16 @@ ONNX_NMS_MIN_OPSET = 11
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+# EfficientNMS_TRT's fused decoder (DecodeBoxes in plugin/efficientNMSPlugin/efficientNMSInference.cu) reorders
+# the corners of the delta and of the anchor before adding them; both NMS flavours here do the same.
+_CORNER_DECODER_NOTE = (
+    "--anchors with xyxy deltas: EfficientNMS_TRT's decoder puts the corners of each delta and anchor in order "
+    "(x1 <= x2, y1 <= y2) before adding them, and both NMS flavours of this graph decode the same way. Deltas "
+    "that are plain offsets (box - anchor) can have the x1 offset above the x2 one, and then decode to another "
+    "box than delta + anchor: for those, add the anchors in the model and run surgery without --anchors, or "
+    "export centre-size deltas (--box-format cxcywh)"
+)
+
 
 @dataclass
 class SurgeryConfig:
@@ -278,6 +288,9 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
         constants = {i.name: onnx.numpy_helper.to_array(i) for i in work.graph.initializer
                      if i.name == config.head.anchors}
     head = resolve_head(graph, ops, config.head, constants)
+    if head.anchors is not None and head.box_format == "xyxy":
+        notes.append(_CORNER_DECODER_NOTE)
+        log.warning("%s", _CORNER_DECODER_NOTE)
 
     k = int(config.max_detections)
     if config.nms == "efficient":

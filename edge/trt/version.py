@@ -8,8 +8,11 @@ TensorRT    JetPack    what changes for us
 8.2         4.6        runtime only, best effort: bindings API, ``max_workspace_size``
 8.5         5.1        name-based tensor API (``execute_async_v3``), memory pools
 10.x        6.x        EXPLICIT_BATCH ignored, STRONGLY_TYPED flag, calibrators deprecated
-11.x        7.2+/dGPU  strongly typed only: no FP16/INT8 builder flags, no IInt8Calibrator
+11.x        7.2.2+ *   strongly typed only: no FP16/INT8 builder flags, no IInt8Calibrator
 ==========  =========  ====================================================================
+
+* JetPack only with TensorRT 11.4.1 (JetPack 7.2.2+ on AGX Orin and Thor); 11.0, 11.2.1, 11.3.0,
+  11.4.0 and 11.5.0 support no JetPack (their release documentation), only desktop GPUs and servers.
 """
 
 from __future__ import annotations

@@ -183,7 +183,8 @@ def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
             name = name.replace(f"_{hi[0]}x{hi[1]}_", f"_{lo[0]}x{lo[1]}-{hi[0]}x{hi[1]}_")
         engine_path = Path(cfg.out_dir) / name
         cmd = trtexec_command(caps, info.path, str(engine_path), cfg.precision, profiles, cfg.workspace_mb,
-                              cfg.dla_core, cfg.gpu_fallback, cfg.timing_cache, None, cfg.strongly_typed)
+                              cfg.dla_core, cfg.gpu_fallback, cfg.timing_cache, None, cfg.strongly_typed,
+                              dynamic_inputs=info.dynamic_input_names)
         plans.append(EnginePlan(engine_path, profiles, key, cmd, profile.opt_shape))
     return plans
 

@@ -33,6 +33,11 @@ class InputInfo:
     def is_nhwc(self) -> bool:
         return len(self.shape) == 4 and self.shape[-1] == 3
 
+    @property
+    def is_dynamic(self) -> bool:
+        """Any dimension symbolic or unset: the input needs an optimization profile (and trtexec shapes)."""
+        return any(d is None or d <= 0 for d in self.shape)
+
 
 @dataclass
 class OnnxInfo:
@@ -46,6 +51,11 @@ class OnnxInfo:
     has_fp16: bool
     plugin_ops: List[str] = field(default_factory=list)
     has_onnx_nms: bool = False
+
+    @property
+    def dynamic_input_names(self) -> List[str]:
+        """Inputs with a dynamic dimension: the only ones a profile (or trtexec's --*Shapes) may name."""
+        return [i.name for i in self.inputs if i.is_dynamic]
 
     @property
     def precision_form(self) -> str:

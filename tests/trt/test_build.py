@@ -376,3 +376,32 @@ def test_real_tensorrt_build(tmp_path):
     path = _conv_model(tmp_path / "m.onnx")
     res = build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e"), precision="fp32"), trt, device_info())
     assert res[0].status == "built" and res[0].path.stat().st_size > 0
+
+
+# --- issue 12: trtexec shape flags only for dynamic inputs ------------------------------------------
+
+
+def test_trtexec_line_of_a_static_onnx_has_no_shape_flags(tmp_path, capsys):
+    """trtexec refuses explicit shapes for a static model ("Static model does not take explicit shapes")."""
+    static = _conv_model(tmp_path / "s.onnx", hw=(32, 32))
+    plan = plan_engines(EngineBuildConfig(str(static), out_dir=str(tmp_path / "e")), inspect_onnx(str(static)), {},
+                        ORIN, capabilities("10.3.0"), "abc")[0]
+    assert not any(flag in plan.trtexec for flag in ("--minShapes", "--optShapes", "--maxShapes")), plan.trtexec
+    assert plan.key.profiles  # the cache key still records the shape the engine is built for
+    # the sidecar written by a build carries the same line
+    built = build_engines(EngineBuildConfig(str(static), out_dir=str(tmp_path / "e")), make_tensorrt("10.3.0"), ORIN)
+    assert "Shapes=" not in read_sidecar(built[0].path)["engine"]["trtexec"]
+    # and so does --dry-run
+    assert edge_main(["build", str(static), "--dry-run", "--trt-version", "8.5.2", "--device-name", "Orin",
+                      "--device-sm", "8.7", "--out", str(tmp_path / "d")]) == 0
+    assert "Shapes=" not in json.loads(capsys.readouterr().out)[0]["trtexec"]
+    # a dynamic input keeps all three, with every dimension given
+    dyn = _conv_model(tmp_path / "d.onnx", dynamic=True)
+    cmd = plan_engines(EngineBuildConfig(str(dyn), imgsz=[(64, 96)], batch=(1, 2, 4)), inspect_onnx(str(dyn)), {},
+                       ORIN, capabilities("10.3.0"), "abc")[0].trtexec
+    assert "--minShapes=images:1x3x64x96" in cmd and "--optShapes=images:2x3x64x96" in cmd
+    assert "--maxShapes=images:4x3x64x96" in cmd
+    # a fixed batch with dynamic H/W is still dynamic; a dynamic batch with fixed H/W too
+    assert inspect_onnx(str(dyn)).inputs[0].is_dynamic and not inspect_onnx(str(static)).inputs[0].is_dynamic
+    bdyn = _conv_model(tmp_path / "b.onnx", nhwc_uint8=True, dynamic=True)
+    assert inspect_onnx(str(bdyn)).dynamic_input_names == ["images"]

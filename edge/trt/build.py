@@ -139,6 +139,13 @@ def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
             f"TensorRT {caps.version_string}. Re-run edge surgery on the pre-NMS graph with --nms efficient "
             "(EfficientNMS_TRT plugin) for this device"
         )
+    if info.class_agnostic_nms and not caps.efficient_nms_class_agnostic:
+        raise EdgeError(
+            f"{info.path} asks EfficientNMS_TRT for class-agnostic NMS (class_agnostic=1), which the plugin "
+            f"reads only from TensorRT 8.6; TensorRT {caps.version_string}'s creator ignores it and would run "
+            "per-class NMS. Re-run edge surgery on the pre-NMS graph without --class-agnostic for this device, "
+            "or build on TensorRT >= 8.6 (JetPack 6)"
+        )
     inp = info.inputs[0] if info.inputs else None
     sizes = resolutions(cfg, info, sidecar)
     if inp is not None and inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0:

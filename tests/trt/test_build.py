@@ -33,7 +33,8 @@ ORIN = DeviceInfo("Orin", "8.7", "36.3.0")
 
 
 def _conv_model(path: Path, *, dynamic: bool = False, nhwc_uint8: bool = False, qdq: bool = False,
-                fp16: bool = False, plugin: bool = False, hw=(32, 32), seed: int = 0) -> Path:
+                fp16: bool = False, plugin: bool = False, hw=(32, 32), seed: int = 0,
+                plugin_attrs=None) -> Path:
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
     h, w = hw
@@ -61,7 +62,8 @@ def _conv_model(path: Path, *, dynamic: bool = False, nhwc_uint8: bool = False, 
     nodes.append(helper.make_node("Conv", [conv_in, "w"], ["y"], pads=[1, 1, 1, 1]))
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
     if plugin:
-        nodes.append(helper.make_node("EfficientNMS_TRT", ["y", "y"], ["num_detections"], plugin_version="1"))
+        nodes.append(helper.make_node("EfficientNMS_TRT", ["y", "y"], ["num_detections"], plugin_version="1",
+                                      **(plugin_attrs or {})))
         outputs = [helper.make_tensor_value_info("num_detections", TensorProto.INT32, None)]
     graph = helper.make_graph(nodes, "g", [inp], outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -405,3 +407,38 @@ def test_trtexec_line_of_a_static_onnx_has_no_shape_flags(tmp_path, capsys):
     assert inspect_onnx(str(dyn)).inputs[0].is_dynamic and not inspect_onnx(str(static)).inputs[0].is_dynamic
     bdyn = _conv_model(tmp_path / "b.onnx", nhwc_uint8=True, dynamic=True)
     assert inspect_onnx(str(bdyn)).dynamic_input_names == ["images"]
+
+
+# --- issue 12: class-agnostic EfficientNMS_TRT needs TensorRT 8.6 ------------------------------------
+
+
+@pytest.mark.parametrize("version, refused", [("8.5.2", True), ("8.6.1", False), ("10.3.0", False)])
+def test_plan_refuses_class_agnostic_efficient_nms_before_8_6(tmp_path, version, refused):
+    """The 8.5.x EfficientNMS_TRT creator parses six fields, not class_agnostic: per-class NMS, silently."""
+    path = _conv_model(tmp_path / "ca.onnx", plugin=True, plugin_attrs={"class_agnostic": 1, "iou_threshold": 0.5})
+    info = inspect_onnx(str(path))
+    assert info.plugin_attributes["EfficientNMS_TRT"] == [{"class_agnostic": 1, "iou_threshold": 0.5,
+                                                           "plugin_version": "1"}]
+    assert info.class_agnostic_nms
+    assert capabilities(version).efficient_nms_class_agnostic is not refused
+    plan = lambda: plan_engines(EngineBuildConfig(str(path)), info, {}, ORIN, capabilities(version), "abc")  # noqa: E731
+    if refused:
+        with pytest.raises(EdgeError, match=r"class_agnostic.*8\.6.*without --class-agnostic"):
+            plan()
+    else:
+        assert plan()
+    # per-class NMS (class_agnostic 0 or absent) is fine everywhere
+    per_class = _conv_model(tmp_path / "pc.onnx", plugin=True, plugin_attrs={"class_agnostic": 0})
+    assert not inspect_onnx(str(per_class)).class_agnostic_nms
+    assert plan_engines(EngineBuildConfig(str(per_class)), inspect_onnx(str(per_class)), {}, ORIN,
+                        capabilities(version), "abc")
+
+
+def test_build_refuses_class_agnostic_on_trt85_dry_run_and_build(tmp_path, caplog):
+    path = _conv_model(tmp_path / "ca.onnx", plugin=True, plugin_attrs={"class_agnostic": 1})
+    rc = edge_main(["build", str(path), "--dry-run", "--trt-version", "8.5.2", "--device-name", "Xavier",
+                    "--device-sm", "7.2", "--out", str(tmp_path / "e")])
+    assert rc == 2 and "class-agnostic" in caplog.text and "TensorRT 8.5.2" in caplog.text
+    with pytest.raises(EdgeError, match="class_agnostic"):
+        build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e")), make_tensorrt("8.5.2"), ORIN)
+    assert not (tmp_path / "e").exists()

@@ -213,6 +213,25 @@ def engine_status(plan: EnginePlan) -> Tuple[str, List[str]]:
     return ("stale" if reasons else "up-to-date"), reasons
 
 
+def check_int8_scales(cfg: EngineBuildConfig, info: OnnxInfo, caps: TrtCapabilities, calibrator: Any) -> None:
+    """Refuse ``--precision best`` when its INT8 flag would have no scales, as ``int8`` is refused.
+
+    ``best`` sets FP16 and INT8 on TensorRT <= 10 (``edge.trt.api``); without Q/DQ in the graph and without
+    a calibrator TensorRT fails the build ("Calibration failure occurred with no scaling factors
+    detected"). No INT8 flag is set on TensorRT 11 or for a strongly typed network, so nothing is refused
+    there.
+    """
+    if cfg.precision != "best" or info.precision_form == "qdq" or calibrator is not None:
+        return
+    if not caps.implicit_precision or (cfg.strongly_typed and caps.strongly_typed_flag):
+        return
+    raise EdgeError(
+        f"--precision best turns on INT8 beside FP16, and {info.path} is an {info.precision_form} graph (no "
+        "Q/DQ) with no calibration data: TensorRT would fail with no INT8 scales. Pass --calib SOURCE (legacy "
+        "calibrator), build the Q/DQ graph from `edge quantize --precision int8`, or use --precision fp16."
+    )
+
+
 @dataclass
 class BuiltEngine:
     path: Path
@@ -237,6 +256,7 @@ def build_engines(
     sidecar = read_sidecar(cfg.onnx_path, required=False) or {}
     onnx_sha = sha256_file(cfg.onnx_path)
     plans = plan_engines(cfg, info, sidecar, device, caps, onnx_sha)
+    check_int8_scales(cfg, info, caps, calibrator)
     timing = None
     if cfg.timing_cache and Path(cfg.timing_cache).exists():
         timing = Path(cfg.timing_cache).read_bytes()

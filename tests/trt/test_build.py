@@ -442,3 +442,40 @@ def test_build_refuses_class_agnostic_on_trt85_dry_run_and_build(tmp_path, caplo
     with pytest.raises(EdgeError, match="class_agnostic"):
         build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e")), make_tensorrt("8.5.2"), ORIN)
     assert not (tmp_path / "e").exists()
+
+
+# --- issue 12: --precision best on a graph without INT8 scales ---------------------------------------
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_best_without_scales_is_refused_like_int8(tmp_path, version):
+    """best = FP16 + INT8 flags; on an fp32 (or fp16) graph with no calibrator INT8 has no scales, and
+    TensorRT fails the build ("Calibration failure occurred with no scaling factors detected")."""
+    from edge.trt.calibrator import make_entropy_calibrator
+
+    trt = make_tensorrt(version)
+    for name, kw in (("m.onnx", {}), ("h.onnx", {"fp16": True})):
+        path = _conv_model(tmp_path / name, **kw)
+        with pytest.raises(EdgeError, match=r"--precision best.*no calibration data.*--calib.*edge quantize"):
+            build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e"), precision="best"), trt, ORIN)
+        assert not [c for c in trt.calls if c[0] == "build"], "nothing may be built"
+    path = tmp_path / "m.onnx"
+    # with a calibrator, or on a Q/DQ graph, best keeps both flags
+    cal = make_entropy_calibrator(trt, CalibrationFeeder([], 1, HostBackedBuffer),
+                                  CalibrationCache(str(tmp_path / "c.cache"), {"a": 1}))
+    built = build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e"), precision="best"), trt, ORIN,
+                          calibrator=cal)
+    assert read_sidecar(built[0].path)["engine"]["builder_flags"] == ["FP16", "INT8"]
+    qdq = _conv_model(tmp_path / "q.onnx", qdq=True)
+    built = build_engines(EngineBuildConfig(str(qdq), out_dir=str(tmp_path / "e"), precision="best"), trt, ORIN)
+    assert read_sidecar(built[0].path)["engine"]["builder_flags"] == ["FP16", "INT8"]
+
+
+def test_best_on_trt11_or_strongly_typed_sets_no_int8_and_is_not_refused(tmp_path):
+    path = _conv_model(tmp_path / "m.onnx")
+    rec11 = build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e11"), precision="best"),
+                          make_tensorrt("11.0.0"), ORIN)
+    assert read_sidecar(rec11[0].path)["engine"]["builder_flags"] == []
+    typed = build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e10"), precision="best",
+                                            strongly_typed=True), make_tensorrt("10.3.0"), ORIN)
+    assert read_sidecar(typed[0].path)["engine"]["builder_flags"] == []

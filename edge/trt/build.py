@@ -71,6 +71,7 @@ class EnginePlan:
     key: EngineKey
     trtexec: str
     input_shape: Tuple[int, ...]  # the opt shape, for the sidecar
+    hw: Tuple[int, int] = (0, 0)  # (H, W) of the opt shape: the size the engine runs at
 
 
 def parse_imgsz(text: str) -> Tuple[int, int]:
@@ -192,7 +193,7 @@ def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
         cmd = trtexec_command(caps, info.path, str(engine_path), cfg.precision, profiles, cfg.workspace_mb,
                               cfg.dla_core, cfg.gpu_fallback, cfg.timing_cache, None, cfg.strongly_typed,
                               dynamic_inputs=info.dynamic_input_names)
-        plans.append(EnginePlan(engine_path, profiles, key, cmd, profile.opt_shape))
+        plans.append(EnginePlan(engine_path, profiles, key, cmd, profile.opt_shape, opt))
     return plans
 
 
@@ -291,6 +292,7 @@ def build_engines(
                 "source_onnx": str(Path(cfg.onnx_path).resolve()),
             },
         })
+        _record_input_size(meta, plan)
         write_sidecar(plan.engine_path, meta)
         if cfg.timing_cache and result.timing_cache:
             atomic_write_bytes(cfg.timing_cache, result.timing_cache)
@@ -298,6 +300,19 @@ def build_engines(
         log.info("built %s in %.1f s", plan.engine_path, seconds)
         results.append(BuiltEngine(plan.engine_path, "built", seconds, reasons))
     return results
+
+
+def _record_input_size(meta: Dict[str, Any], plan: EnginePlan) -> None:
+    """The engine runs at its profile's opt shape: its sidecar's input size is that, not the ONNX's.
+
+    A dynamic-H/W ONNX carries the export's size; an engine built from it at another ``--imgsz`` must not
+    tell the runtime to letterbox to the export's size (``input_size`` and ``input.size`` as export
+    writes them; ``edge.model_input.input_format_from_graph`` reads both).
+    """
+    h, w = plan.hw
+    meta["input_size"] = [h, w]
+    if isinstance(meta.get("input"), dict):
+        meta["input"] = dict(meta["input"], size=[h, w])
 
 
 def plan_summary(plans: Sequence[EnginePlan]) -> List[Dict[str, Any]]:

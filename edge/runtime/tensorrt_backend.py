@@ -32,6 +32,27 @@ from edge.runtime.backend import Backend, ModelInfo, class_names_from_sidecar, f
 
 log = logging.getLogger(__name__)
 
+# TensorRT DataType member name -> numpy dtype, for every member numpy can hold (BF16, FP8, INT4, FP4 and
+# E8M0 it cannot). Not trt.nptype(): TensorRT 8.4/8.5 build its table with np.bool, which numpy 1.24-1.26
+# lack (JetPack 5's venv has 1.24.4), so there it raises on every call.
+NUMPY_BY_TRT_DTYPE = {
+    "FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+    "BOOL": np.bool_, "UINT8": np.uint8,
+}
+
+
+def numpy_dtype(trt_dtype: Any) -> np.dtype:
+    """The numpy dtype of a ``tensorrt.DataType`` member, looked up by the member's name."""
+    name = trt_dtype.name
+    if name not in NUMPY_BY_TRT_DTYPE:
+        raise ModelError(
+            f"the engine has a tensor of TensorRT type {name}, which has no numpy dtype; edge-run needs "
+            f"engine I/O in one of {sorted(NUMPY_BY_TRT_DTYPE)}: rebuild from an ONNX whose inputs and "
+            "outputs use those types"
+        )
+    return np.dtype(NUMPY_BY_TRT_DTYPE[name])
+
+
 def check_engine_sidecar(
     engine_path: Path,
     sidecar: Optional[Dict[str, Any]],
@@ -181,12 +202,12 @@ class TensorRTBackend(Backend):
                 name = engine.get_tensor_name(i)
                 is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
                 shape = tuple(int(d) for d in engine.get_tensor_shape(name))
-                io.append((name, is_input, shape, trt.nptype(engine.get_tensor_dtype(name))))
+                io.append((name, is_input, shape, numpy_dtype(engine.get_tensor_dtype(name))))
         else:
             for i in range(engine.num_bindings):
                 name = engine.get_binding_name(i)
                 shape = tuple(int(d) for d in engine.get_binding_shape(i))
-                io.append((name, bool(engine.binding_is_input(i)), shape, trt.nptype(engine.get_binding_dtype(i))))
+                io.append((name, bool(engine.binding_is_input(i)), shape, numpy_dtype(engine.get_binding_dtype(i))))
         return io
 
     def _engine_input_format(self, sidecar: Dict[str, Any], engine_name: str) -> InputFormat:

@@ -304,6 +304,10 @@ def make_tensorrt(version: str, drv_state: DriverState) -> StrictModule:
            DataType.INT32: np.int32, DataType.BOOL: np.bool_, DataType.UINT8: np.uint8}
 
     def nptype(dt: Any) -> Any:
+        if (8, 4) <= (major, minor) < (8, 6):
+            # TensorRT 8.4/8.5's own nptype builds its mapping with np.bool (fixed in 8.6), which numpy
+            # 1.24-1.26 removed; JetPack 5's venv gets numpy 1.24.4, so there it always raises this.
+            raise AttributeError("module 'numpy' has no attribute 'bool'")
         return _np[DataType(dt)]
 
     TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})

@@ -383,3 +383,39 @@ def test_api_contract_build_then_run_a_dynamic_hw_engine_at_another_imgsz(tmp_pa
         batch = pre.new_buffer()
         pre(frame, batch)
         assert int(backend.infer(batch).num[0]) == 1
+
+
+# --- issue 12: TensorRT dtypes mapped by edge, never by trt.nptype ---------------------------------------
+
+
+def test_api_contract_engine_opens_where_trt_nptype_is_broken(tmp_path):
+    """TensorRT 8.5's trt.nptype() raises under numpy >= 1.24 (np.bool), JetPack 5's venv: opening an
+    engine must not depend on it."""
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    drv, st = make_pycuda()
+    trt = make_tensorrt("8.5.2", st)
+    with pytest.raises(AttributeError, match="numpy"):
+        trt.nptype(trt.DataType.UINT8)  # the stand-in has 8.5's defect, as on a JetPack 5 device
+    from edge.runtime.tensorrt_backend import TensorRTBackend
+
+    with TensorRTBackend(path, trt_module=trt, cuda_driver=drv) as backend:
+        assert backend.input_spec.dtype == np.uint8
+        assert [s.dtype for s in backend.output_specs] == [np.int32, np.float32, np.float32, np.int32]
+        a, _ = _frames()
+        assert int(backend.infer(a).num[0]) == 1
+
+
+def test_tensorrt_dtypes_map_to_numpy_by_member_name():
+    import enum
+
+    from edge.runtime.tensorrt_backend import numpy_dtype
+
+    _, st = make_pycuda()
+    data_type = make_tensorrt("10.3.0", st).DataType
+    assert {m.name: numpy_dtype(m) for m in data_type} == {
+        "FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BOOL": np.bool_,
+        "UINT8": np.uint8}
+    later = enum.Enum("DataType", {"INT64": 6, "BF16": 7, "FP8": 9})  # members of TensorRT 10's real enum
+    assert numpy_dtype(later.INT64) == np.int64
+    with pytest.raises(ModelError, match="BF16.*no numpy dtype"):
+        numpy_dtype(later.BF16)

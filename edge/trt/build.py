@@ -130,6 +130,42 @@ def resolutions(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any])
     raise EdgeError(f"{info.path} has a dynamic input size and no sidecar input size: pass --imgsz HxW")
 
 
+def _engine_groups(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
+                   ) -> Tuple[InputInfo, Tuple[int, int, int], List[List[Tuple[int, int]]]]:
+    """(the image input, batch (min, opt, max), the resolutions of each engine: one group per engine)."""
+    sizes = resolutions(cfg, info, sidecar)
+    inp = info.inputs[0]
+    if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0:
+        if cfg.batch != (1, 1, 1) and cfg.batch != (inp.shape[0],) * 3:
+            raise EdgeError(
+                f"{info.path} has a fixed batch of {inp.shape[0]}; re-export with --dynamic-batch to build "
+                f"--batch {','.join(map(str, cfg.batch))}"
+            )
+        batch: Tuple[int, int, int] = (inp.shape[0],) * 3  # type: ignore[assignment]
+    else:
+        batch = cfg.batch
+    groups: List[List[Tuple[int, int]]] = [sizes] if cfg.span_profile else [[s] for s in sizes]
+    return inp, batch, groups
+
+
+def _smallest_largest(group: List[Tuple[int, int]]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    by_area = sorted(group, key=lambda hw: hw[0] * hw[1])
+    return by_area[0], by_area[-1]
+
+
+def _group_profile(inp: InputInfo, batch: Tuple[int, int, int], group: List[Tuple[int, int]]) -> Profile:
+    """The profile of one engine: min/max the smallest/largest size, opt the first (the size it runs at)."""
+    lo, hi = _smallest_largest(group)
+    return Profile(inp.name, _input_shape(inp, batch[0], lo), _input_shape(inp, batch[1], group[0]),
+                   _input_shape(inp, batch[2], hi))
+
+
+def planned_profiles(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]) -> List[Profile]:
+    """The optimization profile of each engine ``plan_engines`` will plan, in the same order."""
+    inp, batch, groups = _engine_groups(cfg, info, sidecar)
+    return [_group_profile(inp, batch, group) for group in groups]
+
+
 def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any], device: DeviceInfo,
                  caps: TrtCapabilities, onnx_sha256: str) -> List[EnginePlan]:
     """The engines this build will produce, with keys, before touching TensorRT."""
@@ -147,28 +183,14 @@ def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
             "per-class NMS. Re-run edge surgery on the pre-NMS graph without --class-agnostic for this device, "
             "or build on TensorRT >= 8.6 (JetPack 6)"
         )
-    inp = info.inputs[0] if info.inputs else None
-    sizes = resolutions(cfg, info, sidecar)
-    if inp is not None and inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0:
-        if cfg.batch != (1, 1, 1) and cfg.batch != (inp.shape[0],) * 3:
-            raise EdgeError(
-                f"{info.path} has a fixed batch of {inp.shape[0]}; re-export with --dynamic-batch to build "
-                f"--batch {','.join(map(str, cfg.batch))}"
-            )
-        batch = (inp.shape[0],) * 3
-    else:
-        batch = cfg.batch
-    assert inp is not None
-    groups: List[List[Tuple[int, int]]] = [sizes] if cfg.span_profile else [[s] for s in sizes]
+    inp, batch, groups = _engine_groups(cfg, info, sidecar)
     stem = Path(info.path).stem
     plans = []
     calib = cfg.calibration_sha256 or (sidecar.get("quantization") or {}).get("calibration_sha256")
     for group in groups:
-        by_area = sorted(group, key=lambda hw: hw[0] * hw[1])
-        lo, hi = by_area[0], by_area[-1]
+        profile = _group_profile(inp, batch, group)
+        lo, hi = _smallest_largest(group)
         opt = group[0]
-        profile = Profile(inp.name, _input_shape(inp, batch[0], lo), _input_shape(inp, batch[1], opt),
-                          _input_shape(inp, batch[2], hi))
         profiles = [profile]
         key = EngineKey(
             onnx_sha256=onnx_sha256,

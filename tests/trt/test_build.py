@@ -479,3 +479,111 @@ def test_best_on_trt11_or_strongly_typed_sets_no_int8_and_is_not_refused(tmp_pat
     typed = build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e10"), precision="best",
                                             strongly_typed=True), make_tensorrt("10.3.0"), ORIN)
     assert read_sidecar(typed[0].path)["engine"]["builder_flags"] == []
+
+
+# --- issue 12: legacy INT8 calibration with dynamic shapes ------------------------------------------------
+
+
+def _entropy_calibrator(trt, tmp_path, shape=(1, 3, 32, 32)):
+    from edge.trt.calibrator import make_entropy_calibrator
+
+    feeder = CalibrationFeeder([np.zeros(shape, np.float32)], shape[0], HostBackedBuffer, shape=shape,
+                               dtype=np.float32)
+    return make_entropy_calibrator(trt, feeder, CalibrationCache(str(tmp_path / "c.cache"), {"a": 1}))
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_api_contract_calibration_profile_is_set_for_dynamic_shapes(tmp_path, version):
+    """TensorRT calibrates a network with runtime dimensions at the calibration profile's opt shape;
+    without one set, calibration of a dynamic-shape network fails."""
+    from edge.trt.engine_key import Profile
+
+    trt = make_tensorrt(version)
+    dyn = _conv_model(tmp_path / "d.onnx", dynamic=True)
+    prof = Profile("images", (1, 3, 32, 48), (2, 3, 64, 96), (4, 3, 64, 96))
+    req = api.BuildRequest(onnx_path=str(dyn), precision="int8", profiles=[prof],
+                           calibrator=_entropy_calibrator(trt, tmp_path, (2, 3, 64, 96)))
+    rec = _record(api.build_engine(trt, req).engine)
+    opt = [2, 3, 64, 96]
+    assert rec["calibration_profile"] == {"images": [opt, opt, opt]}
+    assert rec["profiles"]["images"] == [[1, 3, 32, 48], opt, [4, 3, 64, 96]]
+    # a static network needs none (and gets none); nor does a build without a calibrator
+    static = _conv_model(tmp_path / "s.onnx")
+    req = _request(static, "int8", calibrator=_entropy_calibrator(trt, tmp_path))
+    assert _record(api.build_engine(trt, req).engine)["calibration_profile"] is None
+    qdq = _conv_model(tmp_path / "q.onnx", qdq=True, dynamic=True)
+    req = api.BuildRequest(onnx_path=str(qdq), precision="int8", profiles=[prof], onnx_precision_form="qdq")
+    assert _record(api.build_engine(trt, req).engine)["calibration_profile"] is None
+
+
+def test_calibration_feeder_checks_batches_against_the_profile_shape():
+    made = []
+
+    def alloc(n):
+        made.append(HostBackedBuffer(n))
+        return made[-1]
+
+    shape = (2, 3, 8, 12)
+    good = np.ones(shape, np.float32)
+    feeder = CalibrationFeeder([good, np.ones((2, 3, 8, 8), np.float32)], 2, alloc, shape=shape, dtype=np.float32)
+    assert feeder.nbytes == good.nbytes
+    assert feeder.next_pointers(["images"]) == [made[0].ptr] and made[0].data.nbytes == good.nbytes
+    with pytest.raises(ValueError, match=r"\[2, 3, 8, 8\].*\[2, 3, 8, 12\].*opt shape"):
+        feeder.next_pointers(["images"])
+    wrong_dtype = CalibrationFeeder([np.ones(shape, np.float16)], 2, alloc, shape=shape, dtype=np.float32)
+    with pytest.raises(ValueError, match="float16.*float32"):
+        wrong_dtype.next_pointers(["images"])
+    with pytest.raises(ValueError, match="batch size 1.*opt shape"):
+        CalibrationFeeder([], 1, alloc, shape=shape, dtype=np.float32)
+    # without a profile shape, later batches must still fit the buffer the first one sized
+    loose = CalibrationFeeder([np.ones((1, 3, 4, 4), np.float32), np.ones((1, 3, 8, 8), np.float32)], 1, alloc)
+    loose.next_pointers(["images"])
+    with pytest.raises(ValueError, match="bytes"):
+        loose.next_pointers(["images"])
+
+
+def _calibration_images(tmp_path, n=4):
+    import cv2
+
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(n):
+        p = tmp_path / "calib" / f"im{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(p), rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+        paths.append(p.name)
+    manifest = tmp_path / "calib" / "manifest.txt"
+    manifest.write_text("\n".join(paths) + "\n")
+    return manifest
+
+
+def test_legacy_calibrator_feeds_batches_at_the_profile_opt_shape(tmp_path, monkeypatch):
+    """`edge export --dynamic-hw` (sidecar 64x64) then `edge build --imgsz 32x48 --batch 1,2,4 --calib`: the
+    batcher letterboxes to the engine's opt shape [2,3,32,48] and the device buffer holds exactly that."""
+    from edge.runtime import engines
+    from edge.runtime.engines import CalibrationRequest, legacy_calibrator
+
+    buffers = []
+
+    def device_buffer(nbytes):
+        buffers.append(HostBackedBuffer(nbytes))
+        return buffers[-1]
+
+    monkeypatch.setattr(engines, "DeviceBuffer", device_buffer)
+    path = _conv_model(tmp_path / "d.onnx", dynamic=True)
+    write_sidecar(path, {"input_layout": "float_nchw_rgb", "input_size": [64, 64],
+                         "normalization": {"scale": 255.0, "mean": [0, 0, 0], "std": [1, 1, 1]}})
+    calib = CalibrationRequest(str(_calibration_images(tmp_path)), cache=str(tmp_path / "c.cache"))
+    cfg = EngineBuildConfig(str(path), out_dir=str(tmp_path / "e"), precision="int8", imgsz=[(32, 48)],
+                            batch=(1, 2, 4))
+    cal = legacy_calibrator(calib, cfg, make_tensorrt("10.3.0"))
+    assert cal.get_batch_size() == 2 and cfg.calibration_sha256
+    assert cal.get_batch(["images"]) == [buffers[0].ptr]
+    assert buffers[0].data.nbytes == 2 * 3 * 32 * 48 * 4
+    assert cal.get_batch(["images"]) is not None and cal.get_batch(["images"]) is None
+    # several engines, one per size, cannot share one calibration shape
+    multi = EngineBuildConfig(str(path), precision="int8", imgsz=[(32, 48), (64, 64)])
+    with pytest.raises(EdgeError, match="one --imgsz at a time.*--span-profile"):
+        legacy_calibrator(calib, multi, make_tensorrt("10.3.0"))
+    span = EngineBuildConfig(str(path), precision="int8", imgsz=[(32, 48), (64, 64)], span_profile=True)
+    assert legacy_calibrator(calib, span, make_tensorrt("10.3.0")).get_batch_size() == 1

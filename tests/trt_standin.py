@@ -161,6 +161,7 @@ def make_tensorrt(version: str, plugins: Sequence[str] = ("EfficientNMS_TRT", "B
             self._flags: List[Any] = []
             self._pools: Dict[Any, int] = {}
             self._profiles: List[Profile] = []
+            self._calibration_profile: Optional[Profile] = None
             self._timing: Optional[TimingCache] = None
 
         def set_flag(self, flag: Any) -> None:
@@ -172,6 +173,12 @@ def make_tensorrt(version: str, plugins: Sequence[str] = ("EfficientNMS_TRT", "B
         def add_optimization_profile(self, profile: Profile) -> int:
             self._profiles.append(profile)
             return len(self._profiles) - 1
+
+        if major <= 10:  # IBuilderConfig.set_calibration_profile: 8.x, 10.x (deprecated 10.1), removed in 11
+            def set_calibration_profile(self, profile: Profile) -> bool:
+                assert isinstance(profile, Profile), "set_calibration_profile takes an IOptimizationProfile"
+                self._calibration_profile = profile
+                return True
 
         def create_timing_cache(self, data: bytes) -> TimingCache:
             return TimingCache(bytes(data))
@@ -212,6 +219,7 @@ def make_tensorrt(version: str, plugins: Sequence[str] = ("EfficientNMS_TRT", "B
                 "workspace": config._pools.get(MemoryPoolType.WORKSPACE),
                 "profiles": {k: v for p in config._profiles for k, v in p.shapes.items()},
                 "calibrator": major <= 10 and getattr(config, "int8_calibrator", None) is not None,
+                "calibration_profile": config._calibration_profile.shapes if config._calibration_profile else None,
                 "dla": getattr(config, "DLA_core", None),
             }
             calls.append(("build", record))

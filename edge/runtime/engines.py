@@ -14,13 +14,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from edge.artifacts import read_sidecar, sha256_file
 from edge.cuda import CudaContext, DeviceBuffer
 from edge.data.calibration import ImageBatcher, calibration_sha256, calibration_source, provenance_record
 from edge.errors import EdgeError
-from edge.model_input import model_input_format
+from edge.model_input import LAYOUT_UINT8_NHWC_BGR, InputFormat, model_input_format
 from edge.runtime.open_model import deploy_graph_for
 from edge.trt import build as trt_build
 from edge.trt.api import load_tensorrt, trt_capabilities
@@ -87,18 +87,46 @@ def build_engines_for_model(cfg: EngineBuildConfig, *, calib: Optional[Calibrati
 
 
 def legacy_calibrator(calib: CalibrationRequest, cfg: EngineBuildConfig, trt: Any) -> Any:
-    """TensorRT's IInt8EntropyCalibrator2 fed by edge quantize's batcher (same letterbox, same layout)."""
+    """TensorRT's IInt8EntropyCalibrator2 fed by edge quantize's batcher (same letterbox, same layout).
+
+    TensorRT calibrates a network with dynamic dimensions at the calibration profile's opt shape
+    (``edge.trt.api`` sets it to the engine profile's opt): the batcher letterboxes to that size (not the
+    export's, which a dynamic-H/W ONNX's sidecar carries), in batches of the opt batch, and the feeder
+    checks every batch against it byte for byte.
+    """
     caps = trt_capabilities(trt)
     if not caps.int8_calibrator:
         raise EdgeError(f"TensorRT {caps.version_string} has no INT8 calibrator (removed in 11): run "
                         "`edge quantize --precision int8` and build the Q/DQ graph instead of --calib")
     if cfg.precision not in ("int8", "best"):
         raise EdgeError("--calib only applies with --precision int8 or best")
-    batcher = ImageBatcher(calibration_source(calib.source, calib.split, calib.count),
-                           model_input_format(cfg.onnx_path), batch_size=cfg.batch[1])
+    profiles = trt_build.planned_profiles(cfg, inspect_onnx(cfg.onnx_path),
+                                          read_sidecar(cfg.onnx_path, required=False) or {})
+    if len(profiles) != 1:
+        sizes = ", ".join("x".join(map(str, p.opt_shape)) for p in profiles)
+        raise EdgeError(
+            f"--calib calibrates at one input shape, but this build makes {len(profiles)} engines ({sizes}), "
+            "each calibrated at its own size: run edge build --calib with one --imgsz at a time, or pass "
+            "--span-profile for one engine spanning them (calibrated at the first --imgsz)"
+        )
+    opt = tuple(int(d) for d in profiles[0].opt_shape)
+    fmt = _format_at(model_input_format(cfg.onnx_path), opt)
+    batcher = ImageBatcher(calibration_source(calib.source, calib.split, calib.count), fmt, batch_size=opt[0])
     record = provenance_record(batcher, method="entropy", source_onnx_sha256=sha256_file(cfg.onnx_path),
                                tools={"tensorrt": caps.version_string})
     cfg.calibration_sha256 = calibration_sha256(record)
     cache_path = calib.cache or str(Path("calibration") / "cache" / (Path(cfg.onnx_path).stem + ".cache"))
-    feeder = CalibrationFeeder(batcher, batcher.batch_size, DeviceBuffer)
+    feeder = CalibrationFeeder(batcher, batcher.batch_size, DeviceBuffer, shape=opt, dtype=batcher.dtype)
     return make_entropy_calibrator(trt, feeder, CalibrationCache(cache_path, record))
+
+
+def _format_at(fmt: InputFormat, shape: Tuple[int, ...]) -> InputFormat:
+    """``fmt`` letterboxing to the H x W of ``shape`` (the profile's opt shape, in ``fmt``'s layout)."""
+    h, w = (shape[1], shape[2]) if fmt.layout == LAYOUT_UINT8_NHWC_BGR else (shape[2], shape[3])
+    sized = dataclasses.replace(fmt, height=int(h), width=int(w))
+    if sized.tensor_shape(shape[0]) != tuple(shape):
+        raise EdgeError(
+            f"the calibration profile's opt shape {list(shape)} is not a {fmt.layout} input "
+            f"({list(sized.tensor_shape(shape[0]))}); check the model's input_layout in its sidecar"
+        )
+    return sized

@@ -27,10 +27,31 @@ import numpy as np
 
 from edge.artifacts import NMS_OUTPUTS
 from edge.errors import EdgeError, ModelError
-from edge.model_input import TensorSpec, input_format_from_graph
+from edge.model_input import InputFormat, TensorSpec, input_format_from_graph
 from edge.runtime.backend import Backend, ModelInfo, class_names_from_sidecar, find_output_names
 
 log = logging.getLogger(__name__)
+
+# TensorRT DataType member name -> numpy dtype, for every member numpy can hold (BF16, FP8, INT4, FP4 and
+# E8M0 it cannot). Not trt.nptype(): TensorRT 8.4/8.5 build its table with np.bool, which numpy 1.24-1.26
+# lack (JetPack 5's venv has 1.24.4), so there it raises on every call.
+NUMPY_BY_TRT_DTYPE = {
+    "FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+    "BOOL": np.bool_, "UINT8": np.uint8,
+}
+
+
+def numpy_dtype(trt_dtype: Any) -> np.dtype:
+    """The numpy dtype of a ``tensorrt.DataType`` member, looked up by the member's name."""
+    name = trt_dtype.name
+    if name not in NUMPY_BY_TRT_DTYPE:
+        raise ModelError(
+            f"the engine has a tensor of TensorRT type {name}, which has no numpy dtype; edge-run needs "
+            f"engine I/O in one of {sorted(NUMPY_BY_TRT_DTYPE)}: rebuild from an ONNX whose inputs and "
+            "outputs use those types"
+        )
+    return np.dtype(NUMPY_BY_TRT_DTYPE[name])
+
 
 def check_engine_sidecar(
     engine_path: Path,
@@ -162,7 +183,7 @@ class TensorRTBackend(Backend):
         self._output_specs = [
             TensorSpec(c, by_name[mapping[c]][2], np.dtype(by_name[mapping[c]][3])) for c in NMS_OUTPUTS
         ]
-        fmt = input_format_from_graph(self._input_spec, sidecar)
+        fmt = self._engine_input_format(sidecar, path.name)
         self.info = ModelInfo(
             path=path, input_name=in_name, input_format=fmt, class_names=class_names_from_sidecar(sidecar),
             max_detections=int(self._output_specs[1].shape[1]), sidecar=dict(sidecar),
@@ -181,13 +202,33 @@ class TensorRTBackend(Backend):
                 name = engine.get_tensor_name(i)
                 is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
                 shape = tuple(int(d) for d in engine.get_tensor_shape(name))
-                io.append((name, is_input, shape, trt.nptype(engine.get_tensor_dtype(name))))
+                io.append((name, is_input, shape, numpy_dtype(engine.get_tensor_dtype(name))))
         else:
             for i in range(engine.num_bindings):
                 name = engine.get_binding_name(i)
                 shape = tuple(int(d) for d in engine.get_binding_shape(i))
-                io.append((name, bool(engine.binding_is_input(i)), shape, trt.nptype(engine.get_binding_dtype(i))))
+                io.append((name, bool(engine.binding_is_input(i)), shape, numpy_dtype(engine.get_binding_dtype(i))))
         return io
+
+    def _engine_input_format(self, sidecar: Dict[str, Any], engine_name: str) -> InputFormat:
+        """The input format at the size the engine runs at (profile 0's opt for dynamic H/W).
+
+        Layout and normalization come from the sidecar; the size never does when the engine has its own:
+        an engine built from a dynamic-H/W ONNX at another ``--imgsz`` than the export's runs at its
+        profile's size, and preprocessing must produce exactly that.
+        """
+        spec = self._input_spec
+        assert spec is not None
+        run = self._input_run_shape()
+        fmt = input_format_from_graph(TensorSpec(spec.name, (spec.shape[0],) + tuple(run[1:]), spec.dtype), sidecar)
+        size = sidecar.get("input_size") or (sidecar.get("input") or {}).get("size")
+        if isinstance(size, (list, tuple)) and [int(v) for v in size] != [fmt.height, fmt.width]:
+            log.warning(
+                "the sidecar's input size %sx%s is not the size engine %s was built for (%dx%d); preprocessing "
+                "uses the engine's. Rebuild with `edge build` to refresh the sidecar", size[0], size[1],
+                engine_name, fmt.height, fmt.width,
+            )
+        return fmt
 
     def _input_run_shape(self) -> Tuple[int, ...]:
         """The concrete input shape: static dims as built, dynamic ones from profile 0 (batch 1)."""

@@ -196,6 +196,8 @@ def build_engine(trt: Any, req: BuildRequest) -> BuildResult:
         config.DLA_core = int(req.dla_core)
 
     _add_profiles(trt, builder, network, config, req.profiles)
+    if req.calibrator is not None:
+        _set_calibration_profile(builder, network, config, req.profiles)
 
     cache = config.create_timing_cache(req.timing_cache or b"")
     config.set_timing_cache(cache, False)
@@ -233,6 +235,23 @@ def _add_profiles(trt: Any, builder: Any, network: Any, config: Any, profiles: S
         p = by_name[name]
         profile.set_shape(name, tuple(p.min_shape), tuple(p.opt_shape), tuple(p.max_shape))
     config.add_optimization_profile(profile)
+
+
+def _set_calibration_profile(builder: Any, network: Any, config: Any, profiles: Sequence[Profile]) -> None:
+    """Legacy INT8 calibration of a network with dynamic dimensions runs at the calibration profile's opt
+    shape (``IBuilderConfig.set_calibration_profile``, TensorRT 8.x-10.x; min and max are taken as opt):
+    the shape the calibrator's batches must have (``edge.runtime.engines.legacy_calibrator``)."""
+    dynamic = [network.get_input(i).name for i in range(network.num_inputs)
+               if any(int(d) < 0 for d in network.get_input(i).shape)]
+    if not dynamic:
+        return
+    by_name = {p.input_name: p for p in profiles}
+    profile = builder.create_optimization_profile()
+    for name in dynamic:
+        opt = tuple(by_name[name].opt_shape)
+        profile.set_shape(name, opt, opt, opt)
+    if not config.set_calibration_profile(profile):
+        raise EdgeError(f"TensorRT refused the calibration profile {[by_name[n].to_dict() for n in dynamic]}")
 
 
 def deserialize_engine(trt: Any, engine_bytes: bytes) -> Tuple[Any, Any]:

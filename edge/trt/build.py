@@ -71,6 +71,7 @@ class EnginePlan:
     key: EngineKey
     trtexec: str
     input_shape: Tuple[int, ...]  # the opt shape, for the sidecar
+    hw: Tuple[int, int] = (0, 0)  # (H, W) of the opt shape: the size the engine runs at
 
 
 def parse_imgsz(text: str) -> Tuple[int, int]:
@@ -129,6 +130,42 @@ def resolutions(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any])
     raise EdgeError(f"{info.path} has a dynamic input size and no sidecar input size: pass --imgsz HxW")
 
 
+def _engine_groups(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
+                   ) -> Tuple[InputInfo, Tuple[int, int, int], List[List[Tuple[int, int]]]]:
+    """(the image input, batch (min, opt, max), the resolutions of each engine: one group per engine)."""
+    sizes = resolutions(cfg, info, sidecar)
+    inp = info.inputs[0]
+    if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0:
+        if cfg.batch != (1, 1, 1) and cfg.batch != (inp.shape[0],) * 3:
+            raise EdgeError(
+                f"{info.path} has a fixed batch of {inp.shape[0]}; re-export with --dynamic-batch to build "
+                f"--batch {','.join(map(str, cfg.batch))}"
+            )
+        batch: Tuple[int, int, int] = (inp.shape[0],) * 3  # type: ignore[assignment]
+    else:
+        batch = cfg.batch
+    groups: List[List[Tuple[int, int]]] = [sizes] if cfg.span_profile else [[s] for s in sizes]
+    return inp, batch, groups
+
+
+def _smallest_largest(group: List[Tuple[int, int]]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    by_area = sorted(group, key=lambda hw: hw[0] * hw[1])
+    return by_area[0], by_area[-1]
+
+
+def _group_profile(inp: InputInfo, batch: Tuple[int, int, int], group: List[Tuple[int, int]]) -> Profile:
+    """The profile of one engine: min/max the smallest/largest size, opt the first (the size it runs at)."""
+    lo, hi = _smallest_largest(group)
+    return Profile(inp.name, _input_shape(inp, batch[0], lo), _input_shape(inp, batch[1], group[0]),
+                   _input_shape(inp, batch[2], hi))
+
+
+def planned_profiles(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]) -> List[Profile]:
+    """The optimization profile of each engine ``plan_engines`` will plan, in the same order."""
+    inp, batch, groups = _engine_groups(cfg, info, sidecar)
+    return [_group_profile(inp, batch, group) for group in groups]
+
+
 def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any], device: DeviceInfo,
                  caps: TrtCapabilities, onnx_sha256: str) -> List[EnginePlan]:
     """The engines this build will produce, with keys, before touching TensorRT."""
@@ -139,28 +176,21 @@ def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
             f"TensorRT {caps.version_string}. Re-run edge surgery on the pre-NMS graph with --nms efficient "
             "(EfficientNMS_TRT plugin) for this device"
         )
-    inp = info.inputs[0] if info.inputs else None
-    sizes = resolutions(cfg, info, sidecar)
-    if inp is not None and inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0:
-        if cfg.batch != (1, 1, 1) and cfg.batch != (inp.shape[0],) * 3:
-            raise EdgeError(
-                f"{info.path} has a fixed batch of {inp.shape[0]}; re-export with --dynamic-batch to build "
-                f"--batch {','.join(map(str, cfg.batch))}"
-            )
-        batch = (inp.shape[0],) * 3
-    else:
-        batch = cfg.batch
-    assert inp is not None
-    groups: List[List[Tuple[int, int]]] = [sizes] if cfg.span_profile else [[s] for s in sizes]
+    if info.class_agnostic_nms and not caps.efficient_nms_class_agnostic:
+        raise EdgeError(
+            f"{info.path} asks EfficientNMS_TRT for class-agnostic NMS (class_agnostic=1), which the plugin "
+            f"reads only from TensorRT 8.6; TensorRT {caps.version_string}'s creator ignores it and would run "
+            "per-class NMS. Re-run edge surgery on the pre-NMS graph without --class-agnostic for this device, "
+            "or build on TensorRT >= 8.6 (JetPack 6)"
+        )
+    inp, batch, groups = _engine_groups(cfg, info, sidecar)
     stem = Path(info.path).stem
     plans = []
     calib = cfg.calibration_sha256 or (sidecar.get("quantization") or {}).get("calibration_sha256")
     for group in groups:
-        by_area = sorted(group, key=lambda hw: hw[0] * hw[1])
-        lo, hi = by_area[0], by_area[-1]
+        profile = _group_profile(inp, batch, group)
+        lo, hi = _smallest_largest(group)
         opt = group[0]
-        profile = Profile(inp.name, _input_shape(inp, batch[0], lo), _input_shape(inp, batch[1], opt),
-                          _input_shape(inp, batch[2], hi))
         profiles = [profile]
         key = EngineKey(
             onnx_sha256=onnx_sha256,
@@ -183,8 +213,9 @@ def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
             name = name.replace(f"_{hi[0]}x{hi[1]}_", f"_{lo[0]}x{lo[1]}-{hi[0]}x{hi[1]}_")
         engine_path = Path(cfg.out_dir) / name
         cmd = trtexec_command(caps, info.path, str(engine_path), cfg.precision, profiles, cfg.workspace_mb,
-                              cfg.dla_core, cfg.gpu_fallback, cfg.timing_cache, None, cfg.strongly_typed)
-        plans.append(EnginePlan(engine_path, profiles, key, cmd, profile.opt_shape))
+                              cfg.dla_core, cfg.gpu_fallback, cfg.timing_cache, None, cfg.strongly_typed,
+                              dynamic_inputs=info.dynamic_input_names)
+        plans.append(EnginePlan(engine_path, profiles, key, cmd, profile.opt_shape, opt))
     return plans
 
 
@@ -203,6 +234,25 @@ def engine_status(plan: EnginePlan) -> Tuple[str, List[str]]:
     if sidecar["engine"].get("sha256") != sha256_file(plan.engine_path):
         reasons.append("engine bytes do not match the sidecar's sha256 (file changed or truncated)")
     return ("stale" if reasons else "up-to-date"), reasons
+
+
+def check_int8_scales(cfg: EngineBuildConfig, info: OnnxInfo, caps: TrtCapabilities, calibrator: Any) -> None:
+    """Refuse ``--precision best`` when its INT8 flag would have no scales, as ``int8`` is refused.
+
+    ``best`` sets FP16 and INT8 on TensorRT <= 10 (``edge.trt.api``); without Q/DQ in the graph and without
+    a calibrator TensorRT fails the build ("Calibration failure occurred with no scaling factors
+    detected"). No INT8 flag is set on TensorRT 11 or for a strongly typed network, so nothing is refused
+    there.
+    """
+    if cfg.precision != "best" or info.precision_form == "qdq" or calibrator is not None:
+        return
+    if not caps.implicit_precision or (cfg.strongly_typed and caps.strongly_typed_flag):
+        return
+    raise EdgeError(
+        f"--precision best turns on INT8 beside FP16, and {info.path} is an {info.precision_form} graph (no "
+        "Q/DQ) with no calibration data: TensorRT would fail with no INT8 scales. Pass --calib SOURCE (legacy "
+        "calibrator), build the Q/DQ graph from `edge quantize --precision int8`, or use --precision fp16."
+    )
 
 
 @dataclass
@@ -229,6 +279,7 @@ def build_engines(
     sidecar = read_sidecar(cfg.onnx_path, required=False) or {}
     onnx_sha = sha256_file(cfg.onnx_path)
     plans = plan_engines(cfg, info, sidecar, device, caps, onnx_sha)
+    check_int8_scales(cfg, info, caps, calibrator)
     timing = None
     if cfg.timing_cache and Path(cfg.timing_cache).exists():
         timing = Path(cfg.timing_cache).read_bytes()
@@ -263,6 +314,7 @@ def build_engines(
                 "source_onnx": str(Path(cfg.onnx_path).resolve()),
             },
         })
+        _record_input_size(meta, plan)
         write_sidecar(plan.engine_path, meta)
         if cfg.timing_cache and result.timing_cache:
             atomic_write_bytes(cfg.timing_cache, result.timing_cache)
@@ -270,6 +322,19 @@ def build_engines(
         log.info("built %s in %.1f s", plan.engine_path, seconds)
         results.append(BuiltEngine(plan.engine_path, "built", seconds, reasons))
     return results
+
+
+def _record_input_size(meta: Dict[str, Any], plan: EnginePlan) -> None:
+    """The engine runs at its profile's opt shape: its sidecar's input size is that, not the ONNX's.
+
+    A dynamic-H/W ONNX carries the export's size; an engine built from it at another ``--imgsz`` must not
+    tell the runtime to letterbox to the export's size (``input_size`` and ``input.size`` as export
+    writes them; ``edge.model_input.input_format_from_graph`` reads both).
+    """
+    h, w = plan.hw
+    meta["input_size"] = [h, w]
+    if isinstance(meta.get("input"), dict):
+        meta["input"] = dict(meta["input"], size=[h, w])
 
 
 def plan_summary(plans: Sequence[EnginePlan]) -> List[Dict[str, Any]]:

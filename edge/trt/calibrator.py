@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,15 +61,51 @@ class CalibrationFeeder:
     ``batches``: iterable of contiguous numpy arrays, each the full input shape [B, ...] with the
     graph's input dtype. ``device_buffer(nbytes)`` returns an object with ``ptr`` (int) and
     ``upload(array)`` (synchronous host-to-device copy); ``edge.cuda.DeviceBuffer`` on a real device.
+
+    ``shape`` / ``dtype``: what TensorRT reads from the buffer: the calibration profile's opt shape (for a
+    network with dynamic dimensions, TensorRT calibrates at that shape) and the input's dtype. The buffer
+    is sized from them and every batch must match them exactly. Without them the first batch sizes the
+    buffer; every batch must match its byte size.
     """
 
     def __init__(self, batches: Iterable[np.ndarray], batch_size: int,
-                 device_buffer: Callable[[int], Any]):
+                 device_buffer: Callable[[int], Any], *, shape: Optional[Sequence[int]] = None,
+                 dtype: Any = None):
         self.batch_size = int(batch_size)
+        self.shape: Optional[Tuple[int, ...]] = tuple(int(d) for d in shape) if shape is not None else None
+        self.dtype = np.dtype(dtype) if dtype is not None else None
+        self.nbytes: Optional[int] = None
+        if self.shape is not None:
+            if self.dtype is None:
+                raise ValueError("CalibrationFeeder: give the input's dtype with its shape")
+            if self.shape[0] != self.batch_size:
+                raise ValueError(
+                    f"calibration batch size {self.batch_size} does not match the opt shape {list(self.shape)} "
+                    "TensorRT calibrates at; make the batcher's batch size the profile's opt batch"
+                )
+            self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         self._iter: Iterator[np.ndarray] = iter(batches)
         self._device_buffer = device_buffer
         self._buffer: Any = None
         self.batches_fed = 0
+
+    def _check(self, batch: np.ndarray) -> None:
+        if batch.shape[0] != self.batch_size:
+            raise ValueError(f"calibration batch has {batch.shape[0]} images, expected {self.batch_size}")
+        if self.shape is not None and tuple(batch.shape) != self.shape:
+            raise ValueError(
+                f"calibration batch of shape {list(batch.shape)} does not match {list(self.shape)}, the "
+                "calibration profile's opt shape TensorRT reads from the device buffer: letterbox the "
+                "calibration images to the size the engine is built for (edge.data.calibration.ImageBatcher "
+                "with that size)"
+            )
+        if self.dtype is not None and batch.dtype != self.dtype:
+            raise ValueError(f"calibration batch is {batch.dtype}, the network input is {self.dtype}")
+        if self.nbytes is not None and batch.nbytes != self.nbytes:
+            raise ValueError(
+                f"calibration batch of {batch.nbytes} bytes ({list(batch.shape)} {batch.dtype}) does not fit "
+                f"the {self.nbytes}-byte device buffer TensorRT reads; every batch must have the same shape"
+            )
 
     def next_pointers(self, names: List[str]) -> Optional[List[int]]:
         try:
@@ -77,10 +113,10 @@ class CalibrationFeeder:
         except StopIteration:
             return None
         batch = np.ascontiguousarray(batch)
-        if batch.shape[0] != self.batch_size:
-            raise ValueError(f"calibration batch has {batch.shape[0]} images, expected {self.batch_size}")
+        self._check(batch)
         if self._buffer is None:
-            self._buffer = self._device_buffer(batch.nbytes)
+            self.nbytes = batch.nbytes
+            self._buffer = self._device_buffer(self.nbytes)
         self._buffer.upload(batch)
         self.batches_fed += 1
         return [int(self._buffer.ptr)] * len(names)

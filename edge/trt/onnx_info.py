@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from edge.errors import MissingDependencyError, ModelError
 
@@ -33,6 +33,11 @@ class InputInfo:
     def is_nhwc(self) -> bool:
         return len(self.shape) == 4 and self.shape[-1] == 3
 
+    @property
+    def is_dynamic(self) -> bool:
+        """Any dimension symbolic or unset: the input needs an optimization profile (and trtexec shapes)."""
+        return any(d is None or d <= 0 for d in self.shape)
+
 
 @dataclass
 class OnnxInfo:
@@ -46,6 +51,18 @@ class OnnxInfo:
     has_fp16: bool
     plugin_ops: List[str] = field(default_factory=list)
     has_onnx_nms: bool = False
+    # plugin op type -> the attributes of each node of that type (what the plugin creator is given)
+    plugin_attributes: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def class_agnostic_nms(self) -> bool:
+        """An EfficientNMS_TRT node asks for one NMS over all classes (honoured from TensorRT 8.6 only)."""
+        return any(bool(attrs.get("class_agnostic", 0)) for attrs in self.plugin_attributes.get("EfficientNMS_TRT", []))
+
+    @property
+    def dynamic_input_names(self) -> List[str]:
+        """Inputs with a dynamic dimension: the only ones a profile (or trtexec's --*Shapes) may name."""
+        return [i.name for i in self.inputs if i.is_dynamic]
 
     @property
     def precision_form(self) -> str:
@@ -85,6 +102,11 @@ def inspect_onnx(path: str) -> OnnxInfo:
     ) or any(node.op_type == "Cast" and any(a.name == "to" and a.i == _FLOAT16 for a in node.attribute)
              for node in graph.node)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    plugin_attributes: Dict[str, List[Dict[str, Any]]] = {}
+    for node in graph.node:
+        if node.op_type in PLUGIN_OPS:
+            plugin_attributes.setdefault(node.op_type, []).append(
+                {a.name: _attribute_value(onnx, a) for a in node.attribute})
     return OnnxInfo(
         path=str(path),
         opset=opset,
@@ -94,4 +116,15 @@ def inspect_onnx(path: str) -> OnnxInfo:
         has_fp16=has_fp16,
         plugin_ops=sorted(op_types & PLUGIN_OPS),
         has_onnx_nms="NonMaxSuppression" in op_types,
+        plugin_attributes=plugin_attributes,
     )
+
+
+def _attribute_value(onnx: Any, attr: Any) -> Any:
+    """A node attribute as Python: numbers and strings as such (bytes decoded), lists as lists."""
+    value = onnx.helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, (list, tuple)):
+        return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in value]
+    return value

@@ -96,6 +96,12 @@ class TrtCapabilities:
         return self.major_minor >= (10, 12)
 
     @property
+    def efficient_nms_class_agnostic(self) -> bool:
+        """The EfficientNMS_TRT creator reads ``class_agnostic`` from 8.6; the 8.5.x creator parses six
+        fields and ignores it (per-class NMS, silently)."""
+        return self.major_minor >= (8, 6)
+
+    @property
     def onnx_nms_import(self) -> bool:
         """The ONNX parser imports NonMaxSuppression (INMSLayer) from 8.6."""
         return self.major_minor >= (8, 6)

@@ -253,9 +253,15 @@ def red_box_outputs(images: np.ndarray, k: int) -> Dict[str, np.ndarray]:
             "detection_classes": classes}
 
 
-def engine_bytes(height: int = 96, width: int = 128, k: int = 8, dynamic_batch: bool = False) -> bytes:
-    """A serialized stand-in engine: the red-box detector with uint8 [B,H,W,3] input."""
-    desc = {"height": height, "width": width, "k": k, "dynamic_batch": dynamic_batch}
+def engine_bytes(height: int = 96, width: int = 128, k: int = 8, dynamic_batch: bool = False,
+                 profile_hw: Optional[Sequence[Sequence[int]]] = None) -> bytes:
+    """A serialized stand-in engine: the red-box detector with uint8 [B,H,W,3] input.
+
+    ``profile_hw``: ((min H, W), (opt H, W), (max H, W)) for an engine built with dynamic H/W (input
+    [B,-1,-1,3], profile 0 spanning those sizes); ``height``/``width`` are then unused.
+    """
+    desc = {"height": height, "width": width, "k": k, "dynamic_batch": dynamic_batch,
+            "profile_hw": [list(hw) for hw in profile_hw] if profile_hw else None}
     return b"STANDIN-ENGINE" + json.dumps(desc).encode()
 
 
@@ -298,6 +304,10 @@ def make_tensorrt(version: str, drv_state: DriverState) -> StrictModule:
            DataType.INT32: np.int32, DataType.BOOL: np.bool_, DataType.UINT8: np.uint8}
 
     def nptype(dt: Any) -> Any:
+        if (8, 4) <= (major, minor) < (8, 6):
+            # TensorRT 8.4/8.5's own nptype builds its mapping with np.bool (fixed in 8.6), which numpy
+            # 1.24-1.26 removed; JetPack 5's venv gets numpy 1.24.4, so there it always raises this.
+            raise AttributeError("module 'numpy' has no attribute 'bool'")
         return _np[DataType(dt)]
 
     TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
@@ -328,14 +338,16 @@ def make_tensorrt(version: str, drv_state: DriverState) -> StrictModule:
             h, w, k = desc["height"], desc["width"], desc["k"]
             b = -1 if desc["dynamic_batch"] else 1
             self._k = k
+            hw = desc.get("profile_hw")
+            lo, opt, hi = [tuple(x) for x in hw] if hw else [(h, w)] * 3
             self._io = [
-                ("images", True, (b, h, w, 3), DataType.UINT8),
+                ("images", True, (b, -1, -1, 3) if hw else (b, h, w, 3), DataType.UINT8),
                 ("num_detections", False, (b, 1), DataType.INT32),
                 ("detection_boxes", False, (b, k, 4), DataType.FLOAT),
                 ("detection_scores", False, (b, k), DataType.FLOAT),
                 ("detection_classes", False, (b, k), DataType.INT32),
             ]
-            self._profile = [(1, h, w, 3), (1, h, w, 3), (4, h, w, 3)]
+            self._profile = [(1,) + lo + (3,), (1,) + opt + (3,), (4,) + hi + (3,)]
 
         def _index(self: Any, name: str) -> int:
             for i, t in enumerate(self._io):

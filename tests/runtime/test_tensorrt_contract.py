@@ -308,3 +308,114 @@ def test_real_tensorrt_engine_matches_onnxruntime(tmp_path):
             r, t = ort_be.infer(x), trt_be.infer(x)
             np.testing.assert_array_equal(r.num, t.num)
             np.testing.assert_allclose(r.boxes, t.boxes, atol=1e-3)
+
+
+# --- issue 12: an engine with dynamic H/W runs at the size it was built for -----------------------------
+
+
+@pytest.mark.parametrize("version", ["8.2.1", "8.5.2", "10.3.0", "11.0.0"])
+def test_api_contract_dynamic_hw_engine_preprocesses_at_its_built_size(tmp_path, version, caplog):
+    """API-contract test (stand-in): `edge export --dynamic-hw` then `edge build --imgsz 96x128`: the
+    sidecar (from export) says 160x160, the engine's profile opt is 96x128. Preprocessing must produce
+    what the buffers hold, the engine's size, or every infer fails."""
+    from edge.model_input import Preprocessor
+
+    path = tmp_path / "dyn.engine"
+    path.write_bytes(engine_bytes(profile_hw=((64, 64), (96, 128), (128, 160))))
+    stale = dict(SIDECAR, input_size=[160, 160], input={"size": [160, 160], "layout": "NHWC"})
+    path.with_suffix(".json").write_text(json.dumps(stale))
+    with caplog.at_level(logging.WARNING):
+        backend, _, st = _backend(path, version)
+    assert backend.input_spec.shape == (1, -1, -1, 3)
+    fmt = backend.input_format
+    assert (fmt.height, fmt.width, fmt.layout) == (96, 128, "uint8_nhwc_bgr")
+    assert "160x160" in caplog.text and "96x128" in caplog.text
+    frame = np.zeros((96, 128, 3), np.uint8)
+    draw_red_box(frame, (10, 20, 50, 40))
+    pre = Preprocessor(fmt)
+    batch = pre.new_buffer()
+    pre(frame, batch)
+    assert backend.infer(batch).image(0)[0].tolist() == [[10.0, 20.0, 50.0, 40.0]]
+    backend.warmup(1)
+    backend.close()
+    assert st.memory == {}
+
+
+def test_api_contract_build_then_run_a_dynamic_hw_engine_at_another_imgsz(tmp_path):
+    """API-contract test (stand-ins, build and runtime): the sidecar `edge build` writes for a dynamic-H/W
+    ONNX built at --imgsz other than the export size names the engine's size, and the engine runs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edge.artifacts import read_sidecar, write_sidecar
+    from edge.model_input import Preprocessor
+    from edge.runtime.tensorrt_backend import TensorRTBackend
+    from edge.trt.api import BuildResult
+    from edge.trt.build import EngineBuildConfig, build_engines
+    from edge.trt.engine_key import DeviceInfo
+    from tests.trt_standin import make_tensorrt as make_build_tensorrt
+
+    onnx_path = tmp_path / "dyn.onnx"
+    inp = helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", "H", "W", 3])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Cast", ["images"], ["y"], to=TensorProto.FLOAT)], "g", [inp], [out])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(onnx_path))
+    write_sidecar(onnx_path, dict(SIDECAR, input_size=[160, 160], input={"size": [160, 160], "layout": "NHWC"}))
+
+    def build_fn(trt, req):  # the runtime stand-in's engine, with the profile edge build asked for
+        prof = req.profiles[0]
+        hw = [tuple(s[1:3]) for s in (prof.min_shape, prof.opt_shape, prof.max_shape)]
+        return BuildResult(engine_bytes(profile_hw=hw), None, "10.3.0", [])
+
+    device = DeviceInfo("Orin (stand-in)", "8.7", None)  # what the runtime stand-in reports
+    cfg = EngineBuildConfig(str(onnx_path), out_dir=str(tmp_path / "engines"), imgsz=[(96, 128)])
+    engine = build_engines(cfg, make_build_tensorrt("10.3.0"), device, build_fn=build_fn)[0].path
+    meta = read_sidecar(engine)
+    assert meta["input_size"] == [96, 128] and meta["input"]["size"] == [96, 128]
+    assert meta["engine"]["input_shape"] == [1, 96, 128, 3]
+    drv, st = make_pycuda()
+    with TensorRTBackend(engine, trt_module=make_tensorrt("10.3.0", st), cuda_driver=drv) as backend:
+        fmt = backend.input_format
+        assert (fmt.height, fmt.width) == (96, 128)
+        frame = np.zeros((200, 300, 3), np.uint8)
+        draw_red_box(frame, (0, 0, 100, 50))
+        pre = Preprocessor(fmt)
+        batch = pre.new_buffer()
+        pre(frame, batch)
+        assert int(backend.infer(batch).num[0]) == 1
+
+
+# --- issue 12: TensorRT dtypes mapped by edge, never by trt.nptype ---------------------------------------
+
+
+def test_api_contract_engine_opens_where_trt_nptype_is_broken(tmp_path):
+    """TensorRT 8.5's trt.nptype() raises under numpy >= 1.24 (np.bool), JetPack 5's venv: opening an
+    engine must not depend on it."""
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    drv, st = make_pycuda()
+    trt = make_tensorrt("8.5.2", st)
+    with pytest.raises(AttributeError, match="numpy"):
+        trt.nptype(trt.DataType.UINT8)  # the stand-in has 8.5's defect, as on a JetPack 5 device
+    from edge.runtime.tensorrt_backend import TensorRTBackend
+
+    with TensorRTBackend(path, trt_module=trt, cuda_driver=drv) as backend:
+        assert backend.input_spec.dtype == np.uint8
+        assert [s.dtype for s in backend.output_specs] == [np.int32, np.float32, np.float32, np.int32]
+        a, _ = _frames()
+        assert int(backend.infer(a).num[0]) == 1
+
+
+def test_tensorrt_dtypes_map_to_numpy_by_member_name():
+    import enum
+
+    from edge.runtime.tensorrt_backend import numpy_dtype
+
+    _, st = make_pycuda()
+    data_type = make_tensorrt("10.3.0", st).DataType
+    assert {m.name: numpy_dtype(m) for m in data_type} == {
+        "FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BOOL": np.bool_,
+        "UINT8": np.uint8}
+    later = enum.Enum("DataType", {"INT64": 6, "BF16": 7, "FP8": 9})  # members of TensorRT 10's real enum
+    assert numpy_dtype(later.INT64) == np.int64
+    with pytest.raises(ModelError, match="BF16.*no numpy dtype"):
+        numpy_dtype(later.BF16)

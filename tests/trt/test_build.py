@@ -33,7 +33,8 @@ ORIN = DeviceInfo("Orin", "8.7", "36.3.0")
 
 
 def _conv_model(path: Path, *, dynamic: bool = False, nhwc_uint8: bool = False, qdq: bool = False,
-                fp16: bool = False, plugin: bool = False, hw=(32, 32), seed: int = 0) -> Path:
+                fp16: bool = False, plugin: bool = False, hw=(32, 32), seed: int = 0,
+                plugin_attrs=None) -> Path:
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
     h, w = hw
@@ -61,7 +62,8 @@ def _conv_model(path: Path, *, dynamic: bool = False, nhwc_uint8: bool = False, 
     nodes.append(helper.make_node("Conv", [conv_in, "w"], ["y"], pads=[1, 1, 1, 1]))
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
     if plugin:
-        nodes.append(helper.make_node("EfficientNMS_TRT", ["y", "y"], ["num_detections"], plugin_version="1"))
+        nodes.append(helper.make_node("EfficientNMS_TRT", ["y", "y"], ["num_detections"], plugin_version="1",
+                                      **(plugin_attrs or {})))
         outputs = [helper.make_tensor_value_info("num_detections", TensorProto.INT32, None)]
     graph = helper.make_graph(nodes, "g", [inp], outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -376,3 +378,212 @@ def test_real_tensorrt_build(tmp_path):
     path = _conv_model(tmp_path / "m.onnx")
     res = build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e"), precision="fp32"), trt, device_info())
     assert res[0].status == "built" and res[0].path.stat().st_size > 0
+
+
+# --- issue 12: trtexec shape flags only for dynamic inputs ------------------------------------------
+
+
+def test_trtexec_line_of_a_static_onnx_has_no_shape_flags(tmp_path, capsys):
+    """trtexec refuses explicit shapes for a static model ("Static model does not take explicit shapes")."""
+    static = _conv_model(tmp_path / "s.onnx", hw=(32, 32))
+    plan = plan_engines(EngineBuildConfig(str(static), out_dir=str(tmp_path / "e")), inspect_onnx(str(static)), {},
+                        ORIN, capabilities("10.3.0"), "abc")[0]
+    assert not any(flag in plan.trtexec for flag in ("--minShapes", "--optShapes", "--maxShapes")), plan.trtexec
+    assert plan.key.profiles  # the cache key still records the shape the engine is built for
+    # the sidecar written by a build carries the same line
+    built = build_engines(EngineBuildConfig(str(static), out_dir=str(tmp_path / "e")), make_tensorrt("10.3.0"), ORIN)
+    assert "Shapes=" not in read_sidecar(built[0].path)["engine"]["trtexec"]
+    # and so does --dry-run
+    assert edge_main(["build", str(static), "--dry-run", "--trt-version", "8.5.2", "--device-name", "Orin",
+                      "--device-sm", "8.7", "--out", str(tmp_path / "d")]) == 0
+    assert "Shapes=" not in json.loads(capsys.readouterr().out)[0]["trtexec"]
+    # a dynamic input keeps all three, with every dimension given
+    dyn = _conv_model(tmp_path / "d.onnx", dynamic=True)
+    cmd = plan_engines(EngineBuildConfig(str(dyn), imgsz=[(64, 96)], batch=(1, 2, 4)), inspect_onnx(str(dyn)), {},
+                       ORIN, capabilities("10.3.0"), "abc")[0].trtexec
+    assert "--minShapes=images:1x3x64x96" in cmd and "--optShapes=images:2x3x64x96" in cmd
+    assert "--maxShapes=images:4x3x64x96" in cmd
+    # a fixed batch with dynamic H/W is still dynamic; a dynamic batch with fixed H/W too
+    assert inspect_onnx(str(dyn)).inputs[0].is_dynamic and not inspect_onnx(str(static)).inputs[0].is_dynamic
+    bdyn = _conv_model(tmp_path / "b.onnx", nhwc_uint8=True, dynamic=True)
+    assert inspect_onnx(str(bdyn)).dynamic_input_names == ["images"]
+
+
+# --- issue 12: class-agnostic EfficientNMS_TRT needs TensorRT 8.6 ------------------------------------
+
+
+@pytest.mark.parametrize("version, refused", [("8.5.2", True), ("8.6.1", False), ("10.3.0", False)])
+def test_plan_refuses_class_agnostic_efficient_nms_before_8_6(tmp_path, version, refused):
+    """The 8.5.x EfficientNMS_TRT creator parses six fields, not class_agnostic: per-class NMS, silently."""
+    path = _conv_model(tmp_path / "ca.onnx", plugin=True, plugin_attrs={"class_agnostic": 1, "iou_threshold": 0.5})
+    info = inspect_onnx(str(path))
+    assert info.plugin_attributes["EfficientNMS_TRT"] == [{"class_agnostic": 1, "iou_threshold": 0.5,
+                                                           "plugin_version": "1"}]
+    assert info.class_agnostic_nms
+    assert capabilities(version).efficient_nms_class_agnostic is not refused
+    plan = lambda: plan_engines(EngineBuildConfig(str(path)), info, {}, ORIN, capabilities(version), "abc")  # noqa: E731
+    if refused:
+        with pytest.raises(EdgeError, match=r"class_agnostic.*8\.6.*without --class-agnostic"):
+            plan()
+    else:
+        assert plan()
+    # per-class NMS (class_agnostic 0 or absent) is fine everywhere
+    per_class = _conv_model(tmp_path / "pc.onnx", plugin=True, plugin_attrs={"class_agnostic": 0})
+    assert not inspect_onnx(str(per_class)).class_agnostic_nms
+    assert plan_engines(EngineBuildConfig(str(per_class)), inspect_onnx(str(per_class)), {}, ORIN,
+                        capabilities(version), "abc")
+
+
+def test_build_refuses_class_agnostic_on_trt85_dry_run_and_build(tmp_path, caplog):
+    path = _conv_model(tmp_path / "ca.onnx", plugin=True, plugin_attrs={"class_agnostic": 1})
+    rc = edge_main(["build", str(path), "--dry-run", "--trt-version", "8.5.2", "--device-name", "Xavier",
+                    "--device-sm", "7.2", "--out", str(tmp_path / "e")])
+    assert rc == 2 and "class-agnostic" in caplog.text and "TensorRT 8.5.2" in caplog.text
+    with pytest.raises(EdgeError, match="class_agnostic"):
+        build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e")), make_tensorrt("8.5.2"), ORIN)
+    assert not (tmp_path / "e").exists()
+
+
+# --- issue 12: --precision best on a graph without INT8 scales ---------------------------------------
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_best_without_scales_is_refused_like_int8(tmp_path, version):
+    """best = FP16 + INT8 flags; on an fp32 (or fp16) graph with no calibrator INT8 has no scales, and
+    TensorRT fails the build ("Calibration failure occurred with no scaling factors detected")."""
+    from edge.trt.calibrator import make_entropy_calibrator
+
+    trt = make_tensorrt(version)
+    for name, kw in (("m.onnx", {}), ("h.onnx", {"fp16": True})):
+        path = _conv_model(tmp_path / name, **kw)
+        with pytest.raises(EdgeError, match=r"--precision best.*no calibration data.*--calib.*edge quantize"):
+            build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e"), precision="best"), trt, ORIN)
+        assert not [c for c in trt.calls if c[0] == "build"], "nothing may be built"
+    path = tmp_path / "m.onnx"
+    # with a calibrator, or on a Q/DQ graph, best keeps both flags
+    cal = make_entropy_calibrator(trt, CalibrationFeeder([], 1, HostBackedBuffer),
+                                  CalibrationCache(str(tmp_path / "c.cache"), {"a": 1}))
+    built = build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e"), precision="best"), trt, ORIN,
+                          calibrator=cal)
+    assert read_sidecar(built[0].path)["engine"]["builder_flags"] == ["FP16", "INT8"]
+    qdq = _conv_model(tmp_path / "q.onnx", qdq=True)
+    built = build_engines(EngineBuildConfig(str(qdq), out_dir=str(tmp_path / "e"), precision="best"), trt, ORIN)
+    assert read_sidecar(built[0].path)["engine"]["builder_flags"] == ["FP16", "INT8"]
+
+
+def test_best_on_trt11_or_strongly_typed_sets_no_int8_and_is_not_refused(tmp_path):
+    path = _conv_model(tmp_path / "m.onnx")
+    rec11 = build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e11"), precision="best"),
+                          make_tensorrt("11.0.0"), ORIN)
+    assert read_sidecar(rec11[0].path)["engine"]["builder_flags"] == []
+    typed = build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e10"), precision="best",
+                                            strongly_typed=True), make_tensorrt("10.3.0"), ORIN)
+    assert read_sidecar(typed[0].path)["engine"]["builder_flags"] == []
+
+
+# --- issue 12: legacy INT8 calibration with dynamic shapes ------------------------------------------------
+
+
+def _entropy_calibrator(trt, tmp_path, shape=(1, 3, 32, 32)):
+    from edge.trt.calibrator import make_entropy_calibrator
+
+    feeder = CalibrationFeeder([np.zeros(shape, np.float32)], shape[0], HostBackedBuffer, shape=shape,
+                               dtype=np.float32)
+    return make_entropy_calibrator(trt, feeder, CalibrationCache(str(tmp_path / "c.cache"), {"a": 1}))
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_api_contract_calibration_profile_is_set_for_dynamic_shapes(tmp_path, version):
+    """TensorRT calibrates a network with runtime dimensions at the calibration profile's opt shape;
+    without one set, calibration of a dynamic-shape network fails."""
+    from edge.trt.engine_key import Profile
+
+    trt = make_tensorrt(version)
+    dyn = _conv_model(tmp_path / "d.onnx", dynamic=True)
+    prof = Profile("images", (1, 3, 32, 48), (2, 3, 64, 96), (4, 3, 64, 96))
+    req = api.BuildRequest(onnx_path=str(dyn), precision="int8", profiles=[prof],
+                           calibrator=_entropy_calibrator(trt, tmp_path, (2, 3, 64, 96)))
+    rec = _record(api.build_engine(trt, req).engine)
+    opt = [2, 3, 64, 96]
+    assert rec["calibration_profile"] == {"images": [opt, opt, opt]}
+    assert rec["profiles"]["images"] == [[1, 3, 32, 48], opt, [4, 3, 64, 96]]
+    # a static network needs none (and gets none); nor does a build without a calibrator
+    static = _conv_model(tmp_path / "s.onnx")
+    req = _request(static, "int8", calibrator=_entropy_calibrator(trt, tmp_path))
+    assert _record(api.build_engine(trt, req).engine)["calibration_profile"] is None
+    qdq = _conv_model(tmp_path / "q.onnx", qdq=True, dynamic=True)
+    req = api.BuildRequest(onnx_path=str(qdq), precision="int8", profiles=[prof], onnx_precision_form="qdq")
+    assert _record(api.build_engine(trt, req).engine)["calibration_profile"] is None
+
+
+def test_calibration_feeder_checks_batches_against_the_profile_shape():
+    made = []
+
+    def alloc(n):
+        made.append(HostBackedBuffer(n))
+        return made[-1]
+
+    shape = (2, 3, 8, 12)
+    good = np.ones(shape, np.float32)
+    feeder = CalibrationFeeder([good, np.ones((2, 3, 8, 8), np.float32)], 2, alloc, shape=shape, dtype=np.float32)
+    assert feeder.nbytes == good.nbytes
+    assert feeder.next_pointers(["images"]) == [made[0].ptr] and made[0].data.nbytes == good.nbytes
+    with pytest.raises(ValueError, match=r"\[2, 3, 8, 8\].*\[2, 3, 8, 12\].*opt shape"):
+        feeder.next_pointers(["images"])
+    wrong_dtype = CalibrationFeeder([np.ones(shape, np.float16)], 2, alloc, shape=shape, dtype=np.float32)
+    with pytest.raises(ValueError, match="float16.*float32"):
+        wrong_dtype.next_pointers(["images"])
+    with pytest.raises(ValueError, match="batch size 1.*opt shape"):
+        CalibrationFeeder([], 1, alloc, shape=shape, dtype=np.float32)
+    # without a profile shape, later batches must still fit the buffer the first one sized
+    loose = CalibrationFeeder([np.ones((1, 3, 4, 4), np.float32), np.ones((1, 3, 8, 8), np.float32)], 1, alloc)
+    loose.next_pointers(["images"])
+    with pytest.raises(ValueError, match="bytes"):
+        loose.next_pointers(["images"])
+
+
+def _calibration_images(tmp_path, n=4):
+    import cv2
+
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(n):
+        p = tmp_path / "calib" / f"im{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(p), rng.integers(0, 256, (60, 80, 3), dtype=np.uint8))
+        paths.append(p.name)
+    manifest = tmp_path / "calib" / "manifest.txt"
+    manifest.write_text("\n".join(paths) + "\n")
+    return manifest
+
+
+def test_legacy_calibrator_feeds_batches_at_the_profile_opt_shape(tmp_path, monkeypatch):
+    """`edge export --dynamic-hw` (sidecar 64x64) then `edge build --imgsz 32x48 --batch 1,2,4 --calib`: the
+    batcher letterboxes to the engine's opt shape [2,3,32,48] and the device buffer holds exactly that."""
+    from edge.runtime import engines
+    from edge.runtime.engines import CalibrationRequest, legacy_calibrator
+
+    buffers = []
+
+    def device_buffer(nbytes):
+        buffers.append(HostBackedBuffer(nbytes))
+        return buffers[-1]
+
+    monkeypatch.setattr(engines, "DeviceBuffer", device_buffer)
+    path = _conv_model(tmp_path / "d.onnx", dynamic=True)
+    write_sidecar(path, {"input_layout": "float_nchw_rgb", "input_size": [64, 64],
+                         "normalization": {"scale": 255.0, "mean": [0, 0, 0], "std": [1, 1, 1]}})
+    calib = CalibrationRequest(str(_calibration_images(tmp_path)), cache=str(tmp_path / "c.cache"))
+    cfg = EngineBuildConfig(str(path), out_dir=str(tmp_path / "e"), precision="int8", imgsz=[(32, 48)],
+                            batch=(1, 2, 4))
+    cal = legacy_calibrator(calib, cfg, make_tensorrt("10.3.0"))
+    assert cal.get_batch_size() == 2 and cfg.calibration_sha256
+    assert cal.get_batch(["images"]) == [buffers[0].ptr]
+    assert buffers[0].data.nbytes == 2 * 3 * 32 * 48 * 4
+    assert cal.get_batch(["images"]) is not None and cal.get_batch(["images"]) is None
+    # several engines, one per size, cannot share one calibration shape
+    multi = EngineBuildConfig(str(path), precision="int8", imgsz=[(32, 48), (64, 64)])
+    with pytest.raises(EdgeError, match="one --imgsz at a time.*--span-profile"):
+        legacy_calibrator(calib, multi, make_tensorrt("10.3.0"))
+    span = EngineBuildConfig(str(path), precision="int8", imgsz=[(32, 48), (64, 64)], span_profile=True)
+    assert legacy_calibrator(calib, span, make_tensorrt("10.3.0")).get_batch_size() == 1

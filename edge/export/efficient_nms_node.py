@@ -6,7 +6,8 @@ CPU copy from ``edge.export.ort_custom_ops.make_cpu_runnable`` instead (node mov
 and served by the numpy reference ``edge.efficient_nms``).
 
 Every plugin attribute is written explicitly, so no TensorRT version's defaults are relied on
-(``class_agnostic`` is ignored by TensorRT releases older than 8.4, which do not know it).
+(``class_agnostic`` reaches the plugin creator only from TensorRT 8.6: the 8.5.x creator parses six fields, so
+``edge build`` refuses a class-agnostic graph for TensorRT 8.5 and older).
 """
 
 from __future__ import annotations

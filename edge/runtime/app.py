@@ -19,14 +19,8 @@ from edge.bundled import bundled_model
 from edge.errors import EdgeError
 from edge.runtime.open_model import inference_plan, open_backend
 from edge.runtime.pipeline import Pipeline, PipelineConfig
-from edge.runtime.sinks import (
-    DisplaySink,
-    JsonLinesSink,
-    MjpegServer,
-    VideoFileSink,
-    display_available,
-    parse_serve,
-)
+from edge.runtime.serve import MjpegServer, parse_serve
+from edge.runtime.sinks import DisplaySink, JsonLinesSink, VideoFileSink, display_available
 from edge.runtime.sources import camera_spec, open_source, parse_source
 from edge.runtime.stats import RunStats
 

@@ -116,7 +116,7 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
         source.open()  # a missing camera or file fails here, before any thread starts
         log.info("source: %s%s", source.describe(), " (live: latest frame only)" if source.live else "")
         stats = RunStats()
-        stats.meta.update({"model": str(model), "source": spec.uri})
+        stats.meta.update({"model": str(model), "source": spec.describe()})
         sinks = build_sinks(opts, backend.info.class_names, source.fps or 30.0, stats, announce)
         pipeline = Pipeline(source, backend, sinks, config, stats=stats, source_opened=True)
         got_term = _install_sigterm(pipeline)

@@ -19,6 +19,7 @@ import numpy as np
 
 from edge.errors import EdgeError
 from edge.runtime.sources.base import CaptureStatus, FrameSource
+from edge.runtime.sources.uri import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class CaptureThread:
                 log.info("%s reopened", self.source.describe())
                 return True
             except EdgeError as exc:
-                log.warning("reopen failed: %s", exc)
+                log.warning("reopen failed: %s", redact_uri(str(exc)))
             delay = min(delay * 2, self.reopen.max_s)
         return False
 
@@ -243,7 +244,7 @@ class CaptureThread:
                     status, frame = self.source.read(buf)
                 except Exception as exc:  # noqa: BLE001 - a driver error must not kill the run silently
                     status, frame = CaptureStatus.ERROR, None
-                    log.warning("capture error from %s: %s", self.source.describe(), exc)
+                    log.warning("capture error from %s: %s", self.source.describe(), redact_uri(str(exc)))
                 t1 = time.perf_counter()
                 if status is CaptureStatus.FRAME and frame is not None:
                     if tracker is not None:

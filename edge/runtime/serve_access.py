@@ -125,8 +125,9 @@ def check_access(host: str, port: int, credentials: Optional[Credentials], publi
     """Refuse a non-loopback bind that has neither credentials nor an explicit ``public``."""
     if is_loopback(host) or credentials is not None or public:
         return
+    reach = "any network this machine is on" if host in ("0.0.0.0", "::") else host
     raise EdgeError(
-        f"--serve {host_port(host, port)} would show the camera to anyone who can reach {host}; "
+        f"--serve {host_port(host, port)} would show the camera to anyone who can reach {reach}; "
         "put the live view behind a password with --serve-auth FILE (one line user:password, chmod 600), "
         f"or pass --serve-public to serve it without one, or keep it on loopback (--serve :{port}) and "
         f"watch through an SSH tunnel (ssh -L {port or 8080}:127.0.0.1:{port or 8080} DEVICE)"

@@ -13,6 +13,7 @@ import functools
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ from edge.runtime.sources.base import FrameSource
 from edge.runtime.sources.capture import CaptureThread, FramePool, ReopenPolicy
 from edge.runtime.sources.factory import open_source
 from edge.runtime.sources.uri import parse_source, redact_uri
+from edge.runtime.synthetic import red_box_model
 from tests.paths import REPO as ROOT
 
 SECRET = "s3cr3t-Pa55"
@@ -95,15 +97,20 @@ def test_reconnect_warnings_carry_no_secret(caplog):
 
 
 def _edge_run(args, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real edge-run on the tiny red-box detector (fast on any CPU), with debug logging."""
+    model = tmp_path / "red.onnx"
+    if not model.exists():
+        red_box_model(model)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
-    return subprocess.run([sys.executable, "-m", "edge.cli.run", *args, "--headless", "--threads", "1", "-v"],
+    return subprocess.run([sys.executable, "-m", "edge.cli.run", str(model), *args, "--headless", "--threads", "1",
+                           "-v"],
                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_edge_run_open_failure_does_not_print_the_secret(tmp_path):
-    with __import__("socket").socket() as s:  # a port nobody listens on
+    with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     run = _edge_run(["--source", f"rtsp://admin:{SECRET}@127.0.0.1:{port}/live"], tmp_path)
@@ -138,7 +145,7 @@ def test_edge_run_with_a_credentialed_stream_keeps_the_secret_out_of_logs_and_st
     clip = tmp_path / "www" / "clip.avi"
     clip.parent.mkdir()
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (96, 64))
-    for _ in range(8):
+    for _ in range(32):
         writer.write(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
     writer.release()
     handler = type("Handler", (_AuthFiles,), {"authorized": 0})
@@ -147,8 +154,9 @@ def test_edge_run_with_a_credentialed_stream_keeps_the_secret_out_of_logs_and_st
     try:
         port = httpd.server_address[1]
         stats = tmp_path / "stats.json"
-        # 20 frames from an 8-frame video: it ends twice, and each end is a reconnect
-        run = _edge_run(["--source", f"http://admin:{SECRET}@127.0.0.1:{port}/clip.avi", "--max-frames", "20",
+        # 66 frames from a 32-frame video: it plays whole at least twice (>= 30 frames: the backoff resets),
+        # and each end is a reconnect
+        run = _edge_run(["--source", f"http://admin:{SECRET}@127.0.0.1:{port}/clip.avi", "--max-frames", "66",
                          "--stats-json", str(stats)], tmp_path)
     finally:
         httpd.shutdown()
@@ -157,7 +165,7 @@ def test_edge_run_with_a_credentialed_stream_keeps_the_secret_out_of_logs_and_st
     assert run.returncode == 0, output
     assert handler.authorized >= 2  # the stream got the real credentials, and was reopened
     assert f"source: http://admin:***@127.0.0.1:{port}/clip.avi" in output, output
-    assert "reopening in" in output and "reopened" in output, output
+    assert "reopening in" in output and "reopened" in output and "backoff reset" in output, output
     meta = json.loads(stats.read_text())["meta"]
     assert meta["source"] == f"http://admin:***@127.0.0.1:{port}/clip.avi"
     assert SECRET not in output and SECRET not in stats.read_text()

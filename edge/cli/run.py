@@ -1,7 +1,8 @@
 """``edge-run``: detect objects live, from a camera, a stream, a video file or images.
 
     edge-run [MODEL] [--source URI | --camera N] [--max-frames N] [--headless] [--output FILE]
-             [--stats-json FILE] [--detections-out FILE] [--serve [HOST]:PORT]
+             [--stats-json FILE] [--detections-out FILE]
+             [--serve [HOST]:PORT [--serve-auth FILE | --serve-public]]
              [--backend {auto,onnxruntime,tensorrt}] [--infer-workers N] [--threads N] [--host-nice N]
 
 MODEL: a deploy ONNX (NMS inside, from ``edge surgery``), a TensorRT engine (``edge build``), a pre-NMS
@@ -37,7 +38,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-json", default=None, metavar="FILE", help="write run statistics as JSON")
     p.add_argument("--detections-out", default=None, metavar="FILE", help="write detections as JSON lines")
     p.add_argument("--serve", default=None, metavar="[HOST]:PORT",
-                   help="MJPEG stream and live page over HTTP (loopback unless HOST is given), e.g. :8080")
+                   help="MJPEG stream and live page over HTTP (loopback unless HOST is given), e.g. :8080, "
+                        "0.0.0.0:8080, [::]:8080; beyond loopback it needs --serve-auth or --serve-public")
+    access = p.add_mutually_exclusive_group()
+    access.add_argument("--serve-auth", default=None, metavar="FILE",
+                        help="ask viewers of --serve for a password (HTTP Basic): FILE holds one line "
+                             "user:password (chmod 600)")
+    access.add_argument("--serve-public", action="store_true",
+                        help="serve beyond loopback without a password (anyone who can reach it sees the camera)")
     p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
                    help="auto: TensorRT for engines, ONNX Runtime for ONNX")
     p.add_argument("--conf", type=float, default=0.0, metavar="T",

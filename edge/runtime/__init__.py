@@ -13,7 +13,9 @@ Modules:
     onnxruntime_backend   ONNX Runtime (CPU by default, CUDA provider when present)
     tensorrt_backend      TensorRT engines through PyCUDA buffers (Jetson, desktop GPUs)
     sources               frame sources by URI (test://, files, image folders, V4L2, CSI, RTSP), capture thread
-    sinks                 display, video file, JSON lines, MJPEG-over-HTTP
+    sinks                 display, video file, JSON lines
+    serve                 the live page: MJPEG over HTTP, bounded connections, HTTP Basic
+    serve_access          ``--serve`` parsing (IPv6 in brackets), who may watch: ``--serve-auth``/``--serve-public``
     pipeline              threaded stages with bounded queues and preallocated buffers
     draw                  boxes, labels, scores and FPS drawn in place
     stats                 FPS, per-stage p50/p99, glass-to-glass latency, counters

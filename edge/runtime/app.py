@@ -19,14 +19,8 @@ from edge.bundled import bundled_model
 from edge.errors import EdgeError
 from edge.runtime.open_model import inference_plan, open_backend
 from edge.runtime.pipeline import Pipeline, PipelineConfig
-from edge.runtime.sinks import (
-    DisplaySink,
-    JsonLinesSink,
-    MjpegServer,
-    VideoFileSink,
-    display_available,
-    parse_serve,
-)
+from edge.runtime.serve import MjpegServer, serve_access
+from edge.runtime.sinks import DisplaySink, JsonLinesSink, VideoFileSink, display_available
 from edge.runtime.sources import camera_spec, open_source, parse_source
 from edge.runtime.stats import RunStats
 
@@ -50,6 +44,8 @@ class RunOptions:
     stats_json: Optional[str] = None
     detections_out: Optional[str] = None
     serve: Optional[str] = None
+    serve_auth: Optional[str] = None
+    serve_public: bool = False
     backend: str = "auto"
     conf: float = 0.0
     threads: int = 0
@@ -64,6 +60,8 @@ class RunOptions:
     def validate(self) -> "RunOptions":
         if self.max_frames < 0:
             raise EdgeError(f"--max-frames must be >= 0, found {self.max_frames}")
+        if self.serve or self.serve_auth or self.serve_public:  # before the model opens: one clear line
+            serve_access(self.serve, self.serve_auth, self.serve_public)
         return self
 
 
@@ -88,8 +86,9 @@ def build_sinks(opts: RunOptions, class_names: List[str], fps: float, stats: Any
         if opts.detections_out:
             sinks.append(JsonLinesSink(opts.detections_out, class_names))
         if opts.serve:
-            host, port = parse_serve(opts.serve)
-            server = MjpegServer(host, port, class_names=class_names, fps_fn=lambda: stats.fps_meter.fps)
+            host, port, credentials = serve_access(opts.serve, opts.serve_auth, opts.serve_public)
+            server = MjpegServer(host, port, class_names=class_names, fps_fn=lambda: stats.fps_meter.fps,
+                                 credentials=credentials, public=opts.serve_public)
             sinks.append(server)
             announce(f"serving on {server.url}")
     except BaseException:
@@ -122,7 +121,7 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
         source.open()  # a missing camera or file fails here, before any thread starts
         log.info("source: %s%s", source.describe(), " (live: latest frame only)" if source.live else "")
         stats = RunStats()
-        stats.meta.update({"model": str(model), "source": spec.uri})
+        stats.meta.update({"model": str(model), "source": spec.describe()})
         sinks = build_sinks(opts, backend.info.class_names, source.fps or 30.0, stats, announce)
         pipeline = Pipeline(source, backend, sinks, config, stats=stats, source_opened=True)
         got_term = _install_sigterm(pipeline)

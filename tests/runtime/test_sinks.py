@@ -14,15 +14,8 @@ import pytest
 
 from edge.errors import EdgeError
 from edge.runtime.pipeline import FramePacket
-from edge.runtime.sinks import (
-    DisplaySink,
-    JsonLinesSink,
-    MjpegServer,
-    VideoFileSink,
-    display_available,
-    parse_serve,
-    partial_path,
-)
+from edge.runtime.serve import MjpegServer, parse_serve
+from edge.runtime.sinks import DisplaySink, JsonLinesSink, VideoFileSink, display_available, partial_path
 
 
 def _packet(i: int, w: int = 160, h: int = 120) -> FramePacket:

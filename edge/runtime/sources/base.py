@@ -45,7 +45,8 @@ class FrameSource(abc.ABC):
         """Release the device/file. Idempotent."""
 
     def describe(self) -> str:
-        return self.spec.uri
+        """The source as shown in logs, errors and stats: credentials masked (``redact_uri``)."""
+        return self.spec.describe()
 
     def __enter__(self) -> "FrameSource":
         self.open()
@@ -66,7 +67,7 @@ class VideoCaptureSource(FrameSource):
         raise NotImplementedError
 
     def _open_failed(self) -> EdgeError:
-        return DataError(f"cannot open {self.spec.uri}")
+        return DataError(f"cannot open {self.describe()}")
 
     def open(self) -> None:
         self.close()

@@ -16,7 +16,7 @@ import cv2
 
 from edge.errors import DataError, EdgeError
 from edge.runtime.sources.base import VideoCaptureSource
-from edge.runtime.sources.uri import SourceSpec
+from edge.runtime.sources.uri import SourceSpec, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +157,13 @@ class RtspSource(VideoCaptureSource):
         return cv2.VideoCapture(self.stream_url(), cv2.CAP_FFMPEG)
 
     def stream_url(self) -> str:
+        """The URL FFmpeg opens, credentials included: never log it (``describe()`` is the shown form)."""
         parts = urlsplit(self.spec.path)
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "transport"]
         return urlunsplit(parts._replace(query=urlencode(query)))
 
     def _open_failed(self) -> EdgeError:
         return DataError(
-            f"cannot open stream {self.spec.path}: check the URL, credentials and network (try it with "
+            f"cannot open stream {redact_uri(self.spec.path)}: check the URL, credentials and network (try it with "
             "`ffplay URL`); add ?transport=tcp for RTSP over lossy links"
         )

@@ -19,6 +19,7 @@ import numpy as np
 
 from edge.errors import EdgeError
 from edge.runtime.sources.base import CaptureStatus, FrameSource
+from edge.runtime.sources.uri import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +67,27 @@ class FramePool:
 
 @dataclass
 class ReopenPolicy:
-    """Backoff for live sources that fail: first wait ``initial_s``, doubling up to ``max_s``.
-    ``max_attempts`` 0 retries forever (a camera unplugged for a minute comes back)."""
+    """Backoff for live sources that fail: the n-th reconnect in a row waits ``initial_s * 2**(n-1)``,
+    at most ``max_s``. A reconnect that opens the stream but gets no frames counts as failed too, so a
+    camera that accepts connections and sends nothing is retried ever more slowly, not every
+    ``initial_s``. The count starts again only once frames flow: ``reset_after_frames`` frames since
+    the last reconnect. ``max_attempts`` 0 retries forever (a camera unplugged for a minute comes back);
+    else the run ends after that many reconnects in a row without frames flowing."""
 
     initial_s: float = 0.5
     max_s: float = 8.0
     max_attempts: int = 0
+    reset_after_frames: int = 30
 
     def validate(self) -> "ReopenPolicy":
-        if self.initial_s <= 0 or self.max_s < self.initial_s or self.max_attempts < 0:
+        if (self.initial_s <= 0 or self.max_s < self.initial_s or self.max_attempts < 0
+                or self.reset_after_frames < 1):
             raise ValueError(f"bad reopen policy {self}")
         return self
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before reconnect ``attempt`` (1, 2, ...) of a row."""
+        return min(self.initial_s * 2.0 ** min(max(attempt - 1, 0), 62), self.max_s)
 
 
 class CaptureThread:
@@ -117,6 +128,8 @@ class CaptureThread:
         self.dropped = 0
         self.errors = 0
         self.reopens = 0
+        self._failed_attempts = 0  # reconnects in a row since frames last flowed (the backoff exponent)
+        self._frames_since_reopen = 0
 
     def start(self) -> "CaptureThread":
         self._thread.start()
@@ -200,27 +213,42 @@ class CaptureThread:
                 return
 
     def _reopen(self) -> bool:
-        """Reopen a failed live source with backoff; False when stopped or out of attempts."""
-        delay = self.reopen.initial_s
-        attempt = 0
+        """Reopen a failed live source with backoff; False when stopped or out of attempts.
+
+        The attempt count (and so the delay) keeps growing across reconnects that open but deliver no
+        frames; ``_delivered`` resets it once frames flow again."""
         while not self._stop.is_set():
-            attempt += 1
+            self._failed_attempts += 1
+            attempt = self._failed_attempts
             if self.reopen.max_attempts and attempt > self.reopen.max_attempts:
                 return False
-            log.warning("%s failed; reopening in %.1f s (attempt %d)", self.source.describe(), delay, attempt)
+            delay = self.reopen.delay(attempt)
+            log.warning("%s failed; reopening in %.3g s (attempt %d)", self.source.describe(), delay, attempt)
             if self._stop.wait(delay):
                 return False
             try:
                 self.source.close()
                 self.source.open()
-                self.reopens += 1
-                self._count("reopens")
-                log.info("%s reopened", self.source.describe())
-                return True
             except EdgeError as exc:
-                log.warning("reopen failed: %s", exc)
-            delay = min(delay * 2, self.reopen.max_s)
+                log.warning("reopen failed: %s", redact_uri(str(exc)))
+                continue
+            self.reopens += 1
+            self._count("reopens")
+            self._frames_since_reopen = 0
+            log.info("%s reopened", self.source.describe())
+            return True
         return False
+
+    def _delivered(self) -> None:
+        """A frame arrived: once ``reset_after_frames`` came in since the last reconnect, the stream is
+        flowing again and the next failure starts the backoff from ``initial_s``."""
+        if not self._failed_attempts:
+            return
+        self._frames_since_reopen += 1
+        if self._frames_since_reopen >= self.reopen.reset_after_frames:
+            log.info("%s delivers frames again after %d reconnect(s); backoff reset", self.source.describe(),
+                     self._failed_attempts)
+            self._failed_attempts = 0
 
     def _run(self) -> None:
         from edge.runtime.priority import lower_thread_priority
@@ -243,12 +271,13 @@ class CaptureThread:
                     status, frame = self.source.read(buf)
                 except Exception as exc:  # noqa: BLE001 - a driver error must not kill the run silently
                     status, frame = CaptureStatus.ERROR, None
-                    log.warning("capture error from %s: %s", self.source.describe(), exc)
+                    log.warning("capture error from %s: %s", self.source.describe(), redact_uri(str(exc)))
                 t1 = time.perf_counter()
                 if status is CaptureStatus.FRAME and frame is not None:
                     if tracker is not None:
                         tracker.add(t1 - t0)
                     self._count("captured")
+                    self._delivered()
                     item = CapturedFrame(CaptureStatus.FRAME, frame, self.captured, t1)
                     self.captured += 1
                     self._publish(item)

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.errors import DataError, EdgeError
 from edge.runtime.sources.base import CaptureStatus, FrameSource, VideoCaptureSource
-from edge.runtime.sources.uri import IMAGE_EXTENSIONS, SourceSpec, _has_glob
+from edge.runtime.sources.uri import IMAGE_EXTENSIONS, SourceSpec, _has_glob, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class VideoFileSource(VideoCaptureSource):
     def _open_capture(self) -> cv2.VideoCapture:
         if not Path(self.spec.path).is_file():
             raise DataError(
-                f"video file {self.spec.path} not found; pass an existing file, a folder of images, or "
+                f"video file {redact_uri(self.spec.path)} not found; pass an existing file, a folder of images, or "
                 "test:// for a synthetic source"
             )
         api = cv2.CAP_FFMPEG if _ffmpeg_available() else cv2.CAP_ANY
@@ -54,12 +54,12 @@ class VideoFileSource(VideoCaptureSource):
             try:
                 return cv2.VideoCapture(self.spec.path, api, [int(prop), self.decode_threads])
             except (TypeError, cv2.error) as exc:  # an OpenCV without open parameters
-                log.debug("cannot set %d decoder thread(s) for %s: %s", self.decode_threads, self.spec.path, exc)
+                log.debug("cannot set %d decoder thread(s) for %s: %s", self.decode_threads, self.describe(), exc)
         return cv2.VideoCapture(self.spec.path, api)
 
     def _open_failed(self) -> EdgeError:
         return DataError(
-            f"OpenCV cannot decode {self.spec.path} (unsupported container or codec; FFMPEG in this "
+            f"OpenCV cannot decode {redact_uri(self.spec.path)} (unsupported container or codec; FFMPEG in this "
             f"OpenCV: {'yes' if _ffmpeg_available() else 'no'}); convert it, e.g. "
             "`ffmpeg -i IN -c:v libx264 out.mp4`"
         )
@@ -86,7 +86,7 @@ class ImageFolderSource(FrameSource):
         self.files = [f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
         if not self.files:
             raise DataError(
-                f"no images found at {path} (looked for {', '.join(IMAGE_EXTENSIONS)}); pass a folder of "
+                f"no images found at {redact_uri(path)} (looked for {', '.join(IMAGE_EXTENSIONS)}); pass a folder of "
                 "images, a quoted glob such as 'frames/*.jpg', or a video file"
             )
         self._i = 0

@@ -1,7 +1,9 @@
 """Source URIs: ``parse_source`` turns a ``--source`` string into a ``SourceSpec`` (no device is opened).
 
 Also ``camera_spec`` (``--camera N``), the ``WIDTHxHEIGHT`` size parser behind ``SourceSpec.size``, the
-source kinds and the image suffixes that make a path an image source.
+source kinds and the image suffixes that make a path an image source, and ``redact_uri``: the one way a
+source is shown to a person or stored (logs, errors, stats), with the password of ``rtsp://user:pw@host``
+masked. Only the stream itself (``RtspSource.stream_url``) gets the URI with its credentials.
 """
 
 from __future__ import annotations
@@ -18,6 +20,28 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SOURCE_KINDS = ("test", "file", "images", "v4l2", "csi", "rtsp")
 
 
+_URL_AUTHORITY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s?#]*)")
+REDACTED = "***"
+
+
+def _redact_authority(m: "re.Match[str]") -> str:
+    scheme, authority = m.group(1), m.group(2)
+    userinfo, at, host = authority.rpartition("@")  # the last '@': a password may hold an unescaped one
+    if not at:
+        return m.group(0)
+    user, colon, _password = userinfo.partition(":")
+    masked = f"{user}:{REDACTED}" if colon and user else REDACTED  # a bare user name may be a token
+    return f"{scheme}{masked}@{host}"
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the userinfo of every URL in it masked: ``rtsp://user:secret@cam/s`` ->
+    ``rtsp://user:***@cam/s`` (the user name kept, the password masked); a userinfo without a password
+    (``https://TOKEN@host``) is masked whole. Works on a bare URI and on a message quoting URIs; text
+    without ``scheme://...@`` is returned unchanged."""
+    return _URL_AUTHORITY.sub(_redact_authority, str(text))
+
+
 def _parse_size(text: str, what: str) -> Tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
     if not m:
@@ -25,15 +49,28 @@ def _parse_size(text: str, what: str) -> Tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-@dataclass
+@dataclass(repr=False)
 class SourceSpec:
-    """A parsed source URI. ``params`` holds the query options; sizes are (width, height)."""
+    """A parsed source URI. ``params`` holds the query options; sizes are (width, height).
+
+    ``uri`` and ``path`` may hold credentials (``rtsp://user:pw@host``): show ``describe()`` (or
+    ``str(spec)``), never ``uri``."""
 
     kind: str
     uri: str
     path: str = ""
     index: int = 0
     params: Dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """The URI as shown in logs, errors and stats: credentials masked (``redact_uri``)."""
+        return redact_uri(self.uri)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:
+        return f"SourceSpec(kind={self.kind!r}, uri={self.describe()!r}, index={self.index})"
 
     @property
     def live(self) -> bool:
@@ -48,7 +85,7 @@ class SourceSpec:
         try:
             return float(self.params.get(key, default))
         except ValueError as exc:
-            raise EdgeError(f"source option {key}={self.params[key]!r} is not a number ({self.uri})") from exc
+            raise EdgeError(f"source option {key}={self.params[key]!r} is not a number ({self})") from exc
 
     def validate(self) -> "SourceSpec":
         if self.kind not in SOURCE_KINDS:
@@ -57,9 +94,9 @@ class SourceSpec:
             if key in self.params:
                 w, h = self.size(key)  # type: ignore[misc]
                 if w <= 0 or h <= 0:
-                    raise EdgeError(f"source option {key}={self.params[key]} must be positive ({self.uri})")
+                    raise EdgeError(f"source option {key}={self.params[key]} must be positive ({self})")
         if self.number("fps", 30) <= 0:
-            raise EdgeError(f"source option fps must be > 0 ({self.uri})")
+            raise EdgeError(f"source option fps must be > 0 ({self})")
         return self
 
 
@@ -101,7 +138,7 @@ def parse_source(uri: str) -> SourceSpec:
         text = parts.path if not parts.netloc else parts.netloc + parts.path
     elif scheme and len(scheme) > 1:
         raise EdgeError(
-            f"unknown source scheme {scheme}:// in {uri!r}; expected test://, file://, v4l2://, csi:// or rtsp://"
+            f"unknown source scheme {scheme}:// in {redact_uri(uri)!r}; expected test://, file://, v4l2://, csi:// or rtsp://"
         )
     path = text
     if _has_glob(path) or Path(path).is_dir() or Path(path).suffix.lower() in IMAGE_EXTENSIONS:

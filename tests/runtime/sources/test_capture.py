@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from edge.errors import DataError
 from edge.runtime.sources.base import CaptureStatus, FrameSource
@@ -140,3 +141,88 @@ def test_live_source_gives_up_after_max_attempts():
             assert "could not be reopened" in item.error
             break
     assert statuses[-1] is CaptureStatus.ERROR
+
+
+# -- backoff that grows while a stream opens but sends nothing -----------------------------------------
+
+
+class ScriptedStream(FrameSource):
+    """A network camera that accepts every connection; the i-th connection delivers ``script[i]`` frames
+    and then fails to read (``script`` runs out: no frames at all, forever)."""
+
+    live = True
+
+    def __init__(self, script):
+        super().__init__(parse_source("rtsp://cam.invalid/live"))
+        self.script = list(script)
+        self.opens = 0
+        self.left = 0
+
+    def open(self) -> None:
+        self.left = self.script[self.opens] if self.opens < len(self.script) else 0
+        self.opens += 1
+
+    def read(self, out=None):
+        if self.left <= 0:
+            return CaptureStatus.ERROR, None
+        self.left -= 1
+        frame = out if out is not None else np.zeros((8, 8, 3), np.uint8)
+        return CaptureStatus.FRAME, frame
+
+
+def _reconnects(caplog):
+    """(attempt, delay) of every 'reopening in X s (attempt N)' warning, in order."""
+    import re
+
+    return [(int(m.group(2)), float(m.group(1))) for m in
+            (re.search(r"reopening in ([\d.]+) s \(attempt (\d+)\)", r.getMessage()) for r in caplog.records) if m]
+
+
+def _drain(cap, pool, until, timeout=10.0):
+    deadline = time.time() + timeout
+    while not until() and time.time() < deadline:
+        item = cap.get(timeout=0.05)
+        if item.frame is not None:
+            pool.release(item.frame)
+    cap.stop()
+    cap.join(2.0)
+
+
+def test_backoff_grows_while_the_stream_opens_but_never_reads(caplog):
+    src = ScriptedStream([])  # connects every time, never a frame
+    src.open()
+    pool = FramePool(2)
+    stats = RunStats()
+    cap = CaptureThread(src, pool, stats, reopen=ReopenPolicy(initial_s=0.01, max_s=0.08)).start()
+    _drain(cap, pool, lambda: len(_reconnects(caplog)) >= 7)
+    seen = _reconnects(caplog)[:7]
+    assert [a for a, _ in seen] == [1, 2, 3, 4, 5, 6, 7]  # not 'attempt 1' over and over
+    assert [d for _, d in seen] == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.08, 0.08, 0.08])  # capped
+    assert stats.counters.reopens >= 6
+
+
+def test_backoff_resets_only_after_frames_flow_again(caplog):
+    # connections 1-3: nothing; 4: one frame (not yet flowing); 5: nothing; 6: 40 frames (flowing); 7: nothing
+    src = ScriptedStream([0, 0, 0, 1, 0, 40, 0])
+    src.open()
+    pool = FramePool(2)
+    policy = ReopenPolicy(initial_s=0.01, max_s=0.04)
+    assert policy.reset_after_frames <= 40
+    cap = CaptureThread(src, pool, reopen=policy).start()
+    _drain(cap, pool, lambda: len(_reconnects(caplog)) >= 7)
+    seen = _reconnects(caplog)[:7]
+    assert [a for a, _ in seen] == [1, 2, 3, 4, 5, 1, 2]
+    assert [d for _, d in seen] == pytest.approx([0.01, 0.02, 0.04, 0.04, 0.04, 0.01, 0.02])
+
+
+def test_max_attempts_counts_connections_that_never_deliver():
+    src = ScriptedStream([])
+    src.open()
+    pool = FramePool(2)
+    cap = CaptureThread(src, pool, reopen=ReopenPolicy(initial_s=0.01, max_s=0.02, max_attempts=3)).start()
+    deadline = time.time() + 5
+    item = cap.get(timeout=0.1)
+    while item.status is not CaptureStatus.ERROR and time.time() < deadline:
+        item = cap.get(timeout=0.1)
+    assert item.status is CaptureStatus.ERROR and "could not be reopened" in item.error
+    assert src.opens == 4  # the first open and 3 reconnects, not forever

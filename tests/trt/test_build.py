@@ -22,7 +22,7 @@ from edge.cli.main import main as edge_main
 from edge.errors import EdgeError, ModelError
 from edge.trt import api
 from edge.trt.build import EngineBuildConfig, build_engines, engine_status, plan_engines
-from edge.trt.calibrator import CalibrationCache, CalibrationFeeder
+from edge.trt.calibrator import CalibrationCache, CalibrationFeeder, make_entropy_calibrator
 from edge.trt.engine_key import DeviceInfo, read_l4t_release
 from edge.trt.onnx_info import inspect_onnx
 from edge.trt.trtexec import trtexec_command
@@ -130,7 +130,9 @@ def test_api_contract_trt10_int8_fp32_graph_needs_calibrator(tmp_path):
     path = _conv_model(tmp_path / "m.onnx")
     with pytest.raises(EdgeError, match="needs calibration data"):
         api.build_engine(trt, _request(path, "int8"))
-    rec = _record(api.build_engine(trt, _request(path, "int8", calibrator=object())).engine)
+    calibrator = make_entropy_calibrator(trt, CalibrationFeeder([], 1, HostBackedBuffer),
+                                         CalibrationCache(str(tmp_path / "c.cache"), {"a": 1}))
+    rec = _record(api.build_engine(trt, _request(path, "int8", calibrator=calibrator)).engine)
     assert rec["calibrator"] is True and rec["flags"] == ["INT8"]
 
 

@@ -10,6 +10,7 @@ by the same batches as ``edge quantize`` (``edge.data.calibration``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -86,8 +87,12 @@ def build_engines_for_model(cfg: EngineBuildConfig, *, calib: Optional[Calibrati
     return results
 
 
-def legacy_calibrator(calib: CalibrationRequest, cfg: EngineBuildConfig, trt: Any) -> Any:
-    """TensorRT's IInt8EntropyCalibrator2 fed by edge quantize's batcher (same letterbox, same layout)."""
+def legacy_calibrator(calib: CalibrationRequest, cfg: EngineBuildConfig, trt: Any, cuda_driver: Any = None) -> Any:
+    """TensorRT's IInt8EntropyCalibrator2 fed by edge quantize's batcher (same letterbox, same layout).
+
+    ``cuda_driver``: the ``pycuda.driver`` the device buffer is allocated through (default: PyCUDA's; the
+    doctor's self-test passes its own, a stand-in in tests).
+    """
     caps = trt_capabilities(trt)
     if not caps.int8_calibrator:
         raise EdgeError(f"TensorRT {caps.version_string} has no INT8 calibrator (removed in 11): run "
@@ -100,5 +105,5 @@ def legacy_calibrator(calib: CalibrationRequest, cfg: EngineBuildConfig, trt: An
                                tools={"tensorrt": caps.version_string})
     cfg.calibration_sha256 = calibration_sha256(record)
     cache_path = calib.cache or str(Path("calibration") / "cache" / (Path(cfg.onnx_path).stem + ".cache"))
-    feeder = CalibrationFeeder(batcher, batcher.batch_size, DeviceBuffer)
+    feeder = CalibrationFeeder(batcher, batcher.batch_size, functools.partial(DeviceBuffer, driver=cuda_driver))
     return make_entropy_calibrator(trt, feeder, CalibrationCache(cache_path, record))

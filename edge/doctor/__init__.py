@@ -16,11 +16,22 @@ Self-test (``run_selftest``), the GPU test suite a user runs on their own device
    the graph split at its NMS (the NMS "tail" alone reproduces the detections from the pre-NMS
    tensors), and timings.
 2. For each precision the device supports (fp32; fp16 on SM 5.3/6.0/6.2 and >= 7.0; int8 with a Q/DQ
-   model on SM 6.1 and >= 7.0; on TensorRT 11 the precisions the ONNX itself carries): build an engine
-   with ``edge.trt.build``, run it through the TensorRT backend, check the backend contract, compare the
-   pre-NMS tensors with ONNX Runtime's on the same inputs (within ``PRE_NMS_TOLERANCE``; errors are
-   ``max|trt - ort| / max(1, max|ort|)``), check that TensorRT's NMS output is identical to the reference
-   NMS tail run on TensorRT's own pre-NMS tensors, and time it.
+   model on SM 6.1 and >= 7.0; on TensorRT 11 the precisions the ONNX itself carries):
+
+   * a probe engine (the deploy graph plus its pre-NMS tensors as outputs) built with ``edge.trt.build``
+     and run through the TensorRT backend: the backend contract, the pre-NMS tensors against ONNX
+     Runtime's on the same inputs (within ``PRE_NMS_TOLERANCE``; errors are
+     ``max|trt - ort| / max(1, max|ort|)``), TensorRT's NMS output identical to the reference NMS tail
+     run on TensorRT's own pre-NMS tensors, and its timing;
+   * the engine ``edge build`` ships (the deploy graph as it is, built through ``edge build``'s code
+     path), run as ``edge-run`` runs it, its detections matched one to one with ONNX Runtime's
+     (``ENGINE_VS_ONNXRUNTIME_TOLERANCE``; detections on an NMS threshold may differ as borderline).
+
+3. What else ships: ``--cuda-graph`` replay of the shipped engine (same detections as without), a
+   legacy-calibrated INT8 engine (TensorRT <= 10, calibrated on the self-test frames), a dynamic-H/W
+   engine built at a size other than the model's own, and DLA core 0 with GPU fallback where the device
+   has a DLA. Each is one check; its details (the JSON report) record the engine's path, sha256, size,
+   build flags and profile, the input size, the largest deviations from ONNX Runtime and the timings.
 
 Where TensorRT, PyCUDA or a GPU is missing, the TensorRT checks are reported as ``skip`` with the exact
 reason; only ``fail`` makes the exit status nonzero.
@@ -34,6 +45,8 @@ Modules (each imports only the ones listed before it):
     compare       pre-NMS errors and tolerances, post-NMS identity, timing, the self-test inputs
     precisions    which engine precisions a device gets
     engine_hooks  how the self-test builds and opens engines (TensorRT + PyCUDA by default)
+    shipped       the engines edge build ships, checked against ONNX Runtime; cuda graph, INT8, DLA
+    dynamic_hw    a deploy graph with a free height and width, and the dynamic-H/W engine check
     selftest      SelftestConfig and run_selftest
     verb          run_doctor: what ``edge doctor`` does with its options
 

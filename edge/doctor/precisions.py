@@ -68,3 +68,46 @@ def plan_precisions(trt_version: str, sm: str, model: str, model_form: str, int8
             reason = f"the model is {model_form}; TensorRT {trt_version} builds it only in its own precision"
         plans.append(PrecisionPlan(p, None if reason else source, reason))
     return plans
+
+
+# edge build's default precision first: the engine most users ship
+SHIPPED_PREFERENCE = ("fp16", "fp32", "int8")
+
+
+def preferred_precision(plans: Sequence[PrecisionPlan], allowed: Sequence[str] = SHIPPED_PREFERENCE) -> Optional[str]:
+    """The precision the cuda-graph and dynamic-H/W checks use: the first of ``allowed`` (in
+    ``SHIPPED_PREFERENCE`` order) that the plan builds; None when it builds none of them."""
+    built = {p.precision for p in plans if p.model is not None}
+    return next((p for p in SHIPPED_PREFERENCE if p in allowed and p in built), None)
+
+
+def calibrated_int8_skip_reason(trt_version: str, sm: str, model_form: str,
+                                requested: Optional[Sequence[str]] = None) -> str:
+    """Why the legacy-calibrated INT8 engine (``edge build --precision int8 --calib``) is not built here
+    ('' when it is): it needs INT8 requested, a GPU with fast INT8, a TensorRT with the calibrator (<= 10)
+    and an fp32 deploy graph (a Q/DQ graph brings its own scales, an fp16 one is not calibrated)."""
+    from edge.trt.version import capabilities
+
+    caps = capabilities(trt_version)
+    if requested and "int8" not in requested:
+        return "int8 is not among the precisions asked for (--precision)"
+    if not fast_int8(sm):
+        return f"SM {sm} has no fast INT8 (Jetson Nano/TX2 class GPU)"
+    if not caps.int8_calibrator:
+        return (f"TensorRT {trt_version} has no INT8 calibrator (removed in 11): INT8 there is Q/DQ only, "
+                "checked by 'tensorrt int8' with --int8-model")
+    if model_form != "fp32":
+        return (f"the model is {model_form}; the legacy calibrator calibrates an fp32 graph (pass the fp32 deploy "
+                "model with --model)")
+    return ""
+
+
+def dla_precision(dla_cores: int, plans: Sequence[PrecisionPlan]) -> Tuple[Optional[str], str]:
+    """(precision, '') for the DLA engine (DLA runs FP16 or INT8 only), or (None, why it is not built)."""
+    if dla_cores <= 0:
+        return None, "this device has no DLA (TensorRT reports 0 DLA cores)"
+    precision = preferred_precision(plans, ("fp16", "int8"))
+    if precision is None:
+        reasons = "; ".join(f"{p.precision}: {p.skip_reason}" for p in plans if p.precision in ("fp16", "int8"))
+        return None, f"DLA runs FP16 or INT8 only, and neither is built here ({reasons or 'not asked for'})"
+    return precision, ""

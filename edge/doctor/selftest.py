@@ -3,10 +3,18 @@
 
 1. ONNX Runtime on the deploy model: the backend contract, the graph split at its NMS (the NMS "tail"
    alone reproduces the detections from the pre-NMS tensors), and timings.
-2. For each precision the device supports (``edge.doctor.precisions``): build an engine through the
-   ``EngineHooks`` (``edge.doctor.engine_hooks``), check the backend contract, compare the pre-NMS
-   tensors with ONNX Runtime's (``PRE_NMS_TOLERANCE``), check that the engine's NMS output is identical
-   to the reference NMS tail run on the engine's own pre-NMS tensors, and time it.
+2. For each precision the device supports (``edge.doctor.precisions``):
+
+   * a probe engine (the deploy graph plus its pre-NMS tensors as outputs) built through the
+     ``EngineHooks`` (``edge.doctor.engine_hooks``): the backend contract, the pre-NMS tensors against
+     ONNX Runtime's (``PRE_NMS_TOLERANCE``), the engine's NMS output identical to the reference NMS tail
+     run on the engine's own pre-NMS tensors, and its timing;
+   * the engine ``edge build`` ships (the deploy graph as it is), run as ``edge-run`` runs it, its
+     detections matched one to one with ONNX Runtime's (``edge.doctor.shipped``).
+
+3. What else ships: ``--cuda-graph`` replay of the shipped engine, a legacy-calibrated INT8 build
+   (TensorRT <= 10), a dynamic-H/W engine at a size other than the model's own
+   (``edge.doctor.dynamic_hw``), and DLA where the device has one.
 
 Where TensorRT, PyCUDA or a GPU is missing, the engine checks are ``skip`` with the exact reason.
 """
@@ -16,25 +24,42 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edge.doctor.compare import (
     POST_NMS_TOLERANCE,
     PRE_NMS_TOLERANCE,
+    NmsParams,
     compare_detections,
     make_batches,
     pre_nms_errors,
     selftest_frames,
     timing,
 )
+from edge.doctor.dynamic_hw import check_dynamic_hw
 from edge.doctor.engine_hooks import EngineHooks, EngineUnavailable, tensorrt_hooks
 from edge.doctor.nms_split import NmsSplit, OrtGraphRunner, nms_tail, probe_graph, split_at_nms
-from edge.doctor.precisions import plan_precisions
+from edge.doctor.precisions import (
+    PrecisionPlan,
+    calibrated_int8_skip_reason,
+    dla_precision,
+    plan_precisions,
+    preferred_precision,
+)
 from edge.doctor.report import FAIL, OK, SKIP, WARN, Check
+from edge.doctor.shipped import (
+    EngineRun,
+    ShipContext,
+    check_calibrated_int8,
+    check_cuda_graph,
+    check_dla,
+    check_shipped,
+    skip_shipped_parts,
+)
 from edge.errors import EdgeError, ModelError
 from edge.ort import import_onnx
 
@@ -51,6 +76,7 @@ class SelftestConfig:
     precisions: subset of fp32/fp16/int8 (default: every one the device supports).
     iterations / warmup: timing runs. workspace_mb: builder workspace (small devices: keep it small).
     work_dir: where engines are written (default: a temporary folder, removed afterwards unless keep).
+    dynamic_size: (H, W) of the dynamic-H/W engine (default ``edge.doctor.dynamic_hw.other_size``).
     """
 
     model: str
@@ -63,6 +89,7 @@ class SelftestConfig:
     workspace_mb: int = 256
     work_dir: Optional[str] = None
     keep: bool = False
+    dynamic_size: Optional[Tuple[int, int]] = None
 
     def validate(self) -> "SelftestConfig":
         if not Path(self.model).is_file():
@@ -80,6 +107,8 @@ class SelftestConfig:
         for p in self.precisions or []:
             if p not in PRE_NMS_TOLERANCE:
                 raise EdgeError(f"--precision {p!r} is not one of {sorted(PRE_NMS_TOLERANCE)}")
+        if self.dynamic_size is not None and (len(self.dynamic_size) != 2 or min(self.dynamic_size) < 1):
+            raise EdgeError(f"dynamic_size {self.dynamic_size}: expected (height, width) in pixels, both positive")
         return self
 
 
@@ -94,6 +123,8 @@ class _Reference:
     input_name: str
     num_classes: Optional[int]
     probe_path: Path
+    frames: List[np.ndarray] = field(default_factory=list)  # the frames the batches were made from
+    input_format: Any = None  # the InputFormat they were made for
 
 
 def _reference(model_path: Path, batches: List[np.ndarray], input_name: str, num_classes: Optional[int],
@@ -140,7 +171,9 @@ def _check_onnxruntime(cfg: SelftestConfig, work: Path, checks: List[Check]) -> 
         info = backend.info
         assert info is not None
         num_classes = len(info.class_names) or None
-        batches = make_batches(info.input_format, selftest_frames(cfg.frames, cfg.images))
+        frames = selftest_frames(cfg.frames, cfg.images)
+        batches = make_batches(info.input_format, frames)
+        input_format = info.input_format
         checks.append(Check("onnxruntime: load", OK, f"{backend.describe()}; input {backend.input_spec.describe()}",
                             details={"model": str(model_path), "providers": backend.providers}))
         problems = conformance_report(backend, batches, num_classes)
@@ -164,6 +197,7 @@ def _check_onnxruntime(cfg: SelftestConfig, work: Path, checks: List[Check]) -> 
     except EdgeError as exc:
         checks.append(Check("onnxruntime: NMS split", FAIL, str(exc), "pass a deploy ONNX from edge surgery"))
         return None
+    ref.frames, ref.input_format = frames, input_format
     checks.append(Check("onnxruntime: NMS split", OK, f"{ref.split.flavour} fed by {ref.split.pre_nms}; the NMS part "
                         "alone reproduces the detections from them",
                         details={"pre_nms": ref.split.pre_nms, "flavour": ref.split.flavour}))
@@ -172,45 +206,85 @@ def _check_onnxruntime(cfg: SelftestConfig, work: Path, checks: List[Check]) -> 
 
 def _skip_engines(checks: List[Check], reason: str, precisions: Sequence[str]) -> None:
     for p in precisions:
-        checks.append(Check(f"tensorrt {p}", SKIP, f"not run (build, run, parity with ONNX Runtime, timing): {reason}"))
+        checks.append(Check(f"tensorrt {p}", SKIP, "not run (probe and shipped engines: build, run, parity with "
+                            f"ONNX Runtime, timing): {reason}"))
+    skip_shipped_parts(checks, reason)
+
+
+def _probe_engine(cfg: SelftestConfig, ref: _Reference, plan: PrecisionPlan, form: str, work: Path,
+                  checks: List[Check], hooks: EngineHooks) -> bool:
+    """The probe engine of one planned precision; False when its model is unusable (nothing else to run)."""
+    name = f"tensorrt {plan.precision}"
+    this_ref = ref
+    if plan.precision == "int8" and cfg.int8_model and form != "qdq":
+        try:
+            this_ref = _reference(Path(cfg.int8_model), ref.batches, ref.input_name, ref.num_classes, work)
+        except EdgeError as exc:
+            checks.append(Check(name, FAIL, f"--int8-model: {exc}",
+                                "pass the Q/DQ deploy graph (edge quantize, then edge surgery) with the same input"))
+            return False
+    try:
+        engine_path, seconds = hooks.build(str(this_ref.probe_path), plan.precision, cfg.workspace_mb,
+                                           str(work / "engines"))
+    except Exception as exc:  # noqa: BLE001 - one precision's failure must not hide the others
+        log.debug("engine build failed", exc_info=True)
+        checks.append(Check(f"{name}: build", FAIL, f"{type(exc).__name__}: {exc}",
+                            "see the TensorRT log above; on small devices lower --workspace or close other "
+                            "programs"))
+        return True
+    checks.append(Check(f"{name}: build", OK, f"{engine_path.name} in {seconds:.1f} s ({hooks.label})",
+                        details={"engine": str(engine_path), "seconds": seconds}))
+    try:
+        _run_engine_checks(cfg, this_ref, plan.precision, engine_path, hooks, checks)
+    except Exception as exc:  # noqa: BLE001 - report, and go on with the next precision
+        log.debug("engine checks failed", exc_info=True)
+        checks.append(Check(f"{name}: run", FAIL, f"{type(exc).__name__}: {exc}",
+                            "run `edge -v doctor --selftest` for details and report it"))
+    return True
 
 
 def _check_engines(cfg: SelftestConfig, ref: _Reference, work: Path, checks: List[Check], hooks: EngineHooks) -> None:
+    from edge.artifacts import read_sidecar
     from edge.trt.onnx_info import inspect_onnx
 
     form = inspect_onnx(cfg.model).precision_form
     plans = plan_precisions(hooks.version, hooks.device_sm, str(ref.probe_path), form, cfg.int8_model,
                             cfg.precisions)
+    ctx = ShipContext(hooks, work, ref.frames, ref.batches, ref.input_format, ref.input_name, ref.num_classes,
+                      NmsParams.from_sidecar(read_sidecar(cfg.model, required=False)), cfg.warmup, cfg.iterations,
+                      cfg.workspace_mb, checks)
+    shipped: Dict[str, EngineRun] = {}
     for plan in plans:
-        name = f"tensorrt {plan.precision}"
         if plan.model is None:
-            checks.append(Check(name, SKIP, f"not run: {plan.skip_reason}"))
+            checks.append(Check(f"tensorrt {plan.precision}", SKIP, f"not run: {plan.skip_reason}"))
             continue
-        this_ref = ref
-        if plan.precision == "int8" and cfg.int8_model and form != "qdq":
-            try:
-                this_ref = _reference(Path(cfg.int8_model), ref.batches, ref.input_name, ref.num_classes, work)
-            except EdgeError as exc:
-                checks.append(Check(name, FAIL, f"--int8-model: {exc}",
-                                    "pass the Q/DQ deploy graph (edge quantize, then edge surgery) with the same input"))
-                continue
-        try:
-            engine_path, seconds = hooks.build(str(this_ref.probe_path), plan.precision, cfg.workspace_mb,
-                                               str(work / "engines"))
-        except Exception as exc:  # noqa: BLE001 - one precision's failure must not hide the others
-            log.debug("engine build failed", exc_info=True)
-            checks.append(Check(f"{name}: build", FAIL, f"{type(exc).__name__}: {exc}",
-                                "see the TensorRT log above; on small devices lower --workspace or close other "
-                                "programs"))
+        if not _probe_engine(cfg, ref, plan, form, work, checks, hooks):
             continue
-        checks.append(Check(f"{name}: build", OK, f"{engine_path.name} in {seconds:.1f} s ({hooks.label})",
-                            details={"engine": str(engine_path), "seconds": seconds}))
+        deploy = cfg.int8_model if plan.precision == "int8" and form != "qdq" else cfg.model
+        run = check_shipped(ctx, plan.precision, str(deploy))
+        if run is not None:
+            shipped[plan.precision] = run
+    graph_precision = preferred_precision(plans)
+    dla, why = dla_precision(hooks.dla_cores, plans)
+    parts = [
+        ("tensorrt cuda graph", lambda: check_cuda_graph(
+            ctx, shipped.get(graph_precision or ""), f"the shipped {graph_precision} engine failed above"
+            if graph_precision else "no engine precision is built here")),
+        ("tensorrt int8 calibrated", lambda: check_calibrated_int8(
+            ctx, cfg.model, calibrated_int8_skip_reason(hooks.version, hooks.device_sm, form, cfg.precisions),
+            cfg.images)),
+        ("tensorrt dynamic H/W", lambda: check_dynamic_hw(
+            ctx, cfg.model, preferred_precision(plans, ("fp16", "fp32")), "", cfg.dynamic_size)),
+        ("tensorrt DLA", lambda: check_dla(
+            ctx, dla, cfg.int8_model if dla == "int8" and form != "qdq" else cfg.model, why)),
+    ]
+    for name, part in parts:
         try:
-            _run_engine_checks(cfg, this_ref, plan.precision, engine_path, hooks, checks)
-        except Exception as exc:  # noqa: BLE001 - report, and go on with the next precision
-            log.debug("engine checks failed", exc_info=True)
-            checks.append(Check(f"{name}: run", FAIL, f"{type(exc).__name__}: {exc}",
-                                "run `edge -v doctor --selftest` for details and report it"))
+            part()
+        except Exception as exc:  # noqa: BLE001 - one part's surprise must not hide the others
+            log.debug("%s failed", name, exc_info=True)
+            checks.append(Check(name, FAIL, f"{type(exc).__name__}: {exc}",
+                                "run `edge -v doctor --selftest` for details and report it with this JSON"))
 
 
 def _run_engine_checks(cfg: SelftestConfig, ref: _Reference, precision: str, engine_path: Path,

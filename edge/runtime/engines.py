@@ -10,6 +10,7 @@ by the same batches as ``edge quantize`` (``edge.data.calibration``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -86,13 +87,16 @@ def build_engines_for_model(cfg: EngineBuildConfig, *, calib: Optional[Calibrati
     return results
 
 
-def legacy_calibrator(calib: CalibrationRequest, cfg: EngineBuildConfig, trt: Any) -> Any:
+def legacy_calibrator(calib: CalibrationRequest, cfg: EngineBuildConfig, trt: Any, cuda_driver: Any = None) -> Any:
     """TensorRT's IInt8EntropyCalibrator2 fed by edge quantize's batcher (same letterbox, same layout).
 
     TensorRT calibrates a network with dynamic dimensions at the calibration profile's opt shape
     (``edge.trt.api`` sets it to the engine profile's opt): the batcher letterboxes to that size (not the
     export's, which a dynamic-H/W ONNX's sidecar carries), in batches of the opt batch, and the feeder
     checks every batch against it byte for byte.
+
+    ``cuda_driver``: the ``pycuda.driver`` the device buffer is allocated through (default: PyCUDA's; the
+    doctor's self-test passes its own, a stand-in in tests).
     """
     caps = trt_capabilities(trt)
     if not caps.int8_calibrator:
@@ -116,7 +120,8 @@ def legacy_calibrator(calib: CalibrationRequest, cfg: EngineBuildConfig, trt: An
                                tools={"tensorrt": caps.version_string})
     cfg.calibration_sha256 = calibration_sha256(record)
     cache_path = calib.cache or str(Path("calibration") / "cache" / (Path(cfg.onnx_path).stem + ".cache"))
-    feeder = CalibrationFeeder(batcher, batcher.batch_size, DeviceBuffer, shape=opt, dtype=batcher.dtype)
+    feeder = CalibrationFeeder(batcher, batcher.batch_size, functools.partial(DeviceBuffer, driver=cuda_driver),
+                               shape=opt, dtype=batcher.dtype)
     return make_entropy_calibrator(trt, feeder, CalibrationCache(cache_path, record))
 
 

@@ -108,6 +108,12 @@ def init_plugins(trt: Any, logger: Any) -> List[str]:
     return sorted({c.name for c in creators})
 
 
+def dla_core_count(trt: Any) -> int:
+    """The DLA cores TensorRT can build for on this device (``IBuilder.num_DLA_cores``): 2 on Xavier and
+    Orin AGX/NX, 0 on Orin Nano and on GPUs without DLA."""
+    return int(trt.Builder(make_logger(trt)).num_DLA_cores)
+
+
 def check_plugins(needed: Sequence[str], available: Sequence[str], version: str) -> None:
     missing = sorted(set(needed) - set(available))
     if missing:

@@ -51,6 +51,9 @@ def test_selftest_without_tensorrt_runs_the_onnxruntime_part_and_says_what_it_sk
         skipped = checks[f"tensorrt {p}"]
         assert skipped.status == SKIP
         assert "TensorRT is not installed" in skipped.summary and "parity" in skipped.summary
+        assert "shipped" in skipped.summary
+    for part in ("tensorrt cuda graph", "tensorrt int8 calibrated", "tensorrt dynamic H/W", "tensorrt DLA"):
+        assert checks[part].status == SKIP and "TensorRT is not installed" in checks[part].summary, part
     assert not any(c.status == FAIL for c in checks.values())
     # the probe graph kept for the engine build carries the sidecar along
     assert (tmp_path / "w" / f"{models[flavour].stem}.selftest.onnx").is_file()
@@ -153,6 +156,9 @@ def test_engine_orchestration_with_onnxruntime_standin_engines(models, tmp_path,
     checks = by_name(run_selftest(cfg, engine_hooks=_standin_hooks(variant, built)))
     assert built == [("fp32", 64), ("fp16", 64)]  # SM 8.7: fp32 + fp16 built; int8 needs a Q/DQ model
     assert checks["tensorrt int8"].status == SKIP and "--int8-model" in checks["tensorrt int8"].summary
+    for part in ("tensorrt fp32: shipped engine", "tensorrt cuda graph", "tensorrt dynamic H/W"):
+        assert checks[part].status == SKIP and "a test stand-in" in checks[part].summary, part
+    assert checks["tensorrt DLA"].status == SKIP and "no DLA" in checks["tensorrt DLA"].summary
     for p in ("fp32", "fp16"):
         assert checks[f"tensorrt {p}: build"].status == OK
         assert checks[f"tensorrt {p}: contract"].status == OK

@@ -5,8 +5,9 @@ Python API of that version has (anything else raises AttributeError), enforces t
 enforces (driver calls need a current CUDA context on the calling thread; TensorRT deserializes and
 executes only with one; every I/O tensor needs an address before ``execute_async_v3``; freed memory
 cannot be used again), and computes real outputs so data flow is checked end to end: the "engine" is the
-red-box detector of ``edge.runtime.synthetic`` in numpy, reading its input from and writing its outputs to
-the stand-in device memory at the addresses the backend bound.
+red-box detector of ``edge.runtime.synthetic`` in numpy (``engine_bytes``), or the ONNX graph a stand-in
+builder built it from, run by ONNX Runtime (``onnx_engine_bytes``; tests/doctor/device_standin.py), reading
+its input from and writing its outputs to the stand-in device memory at the addresses the backend bound.
 
 Sources: TensorRT Python API reference 8.5 (ICudaEngine / IExecutionContext: bindings API and the new
 name-based tensor API side by side), the 8.x -> 10.x migration guide (bindings API, ``execute_async_v2``
@@ -211,6 +212,15 @@ def make_pycuda(devices: int = 1, graphs: bool = True) -> Tuple[StrictModule, Dr
         st.calls.append("htod")
         _enqueue(stream, op)
 
+    def memcpy_htod(dest: Any, src: np.ndarray) -> None:
+        st.require_context("memcpy_htod")
+        src = np.ascontiguousarray(src)
+        mem = st.view(int(dest))
+        if src.nbytes > mem.nbytes:
+            raise LogicError(f"memcpy_htod: {src.nbytes} bytes into a {mem.nbytes}-byte allocation")
+        mem[: src.nbytes] = src.view(np.uint8).reshape(-1)
+        st.calls.append("htod_sync")
+
     def memcpy_dtoh_async(dest: np.ndarray, src: Any, stream: Any = None) -> None:
         st.require_context("memcpy_dtoh_async")
         mem = st.view(int(src))
@@ -223,7 +233,8 @@ def make_pycuda(devices: int = 1, graphs: bool = True) -> Tuple[StrictModule, Dr
 
     module = StrictModule("2024.1", dict(
         init=init, Device=Device, Context=Context, Stream=Stream, pagelocked_empty=pagelocked_empty,
-        mem_alloc=mem_alloc, memcpy_htod_async=memcpy_htod_async, memcpy_dtoh_async=memcpy_dtoh_async,
+        mem_alloc=mem_alloc, memcpy_htod=memcpy_htod, memcpy_htod_async=memcpy_htod_async,
+        memcpy_dtoh_async=memcpy_dtoh_async,
         Error=Error, LogicError=LogicError,
     ))
     return module, st
@@ -265,6 +276,49 @@ def engine_bytes(height: int = 96, width: int = 128, k: int = 8, dynamic_batch: 
     return b"STANDIN-ENGINE" + json.dumps(desc).encode()
 
 
+def onnx_engine_bytes(onnx_path: str, io: Sequence[Tuple[str, bool, Sequence[int], str]],
+                      profile: Optional[Sequence[Sequence[int]]] = None) -> bytes:
+    """A serialized stand-in engine that computes the ONNX graph at ``onnx_path`` with ONNX Runtime.
+
+    io: (name, is_input, shape with -1 for a dynamic dim, DataType member name) per I/O tensor, inputs
+    first; profile: the input's (min, opt, max) shapes (default: its static shape).
+    """
+    desc = {"onnx": str(onnx_path), "io": [[n, bool(i), [int(d) for d in s], str(t)] for n, i, s, t in io],
+            "profile": [list(map(int, p)) for p in profile] if profile else None}
+    return b"STANDIN-ENGINE" + json.dumps(desc).encode()
+
+
+class OnnxGraphRunner:
+    """What an ONNX-built stand-in engine computes: its graph run by ONNX Runtime (EfficientNMS_TRT through
+    edge's reference implementation), and the output shapes for an input shape."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._session: Any = None
+        self._shapes: Dict[Tuple[int, ...], Dict[str, Tuple[int, ...]]] = {}
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        if self._session is None:
+            import onnx
+            import onnxruntime as ort
+
+            from edge.export import ort_custom_ops
+
+            model = onnx.load(self.path)
+            if ort_custom_ops.trt_nms_nodes(model):
+                self._session = ort_custom_ops.make_session(model)
+            else:
+                self._session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = [o.name for o in self._session.get_outputs()]
+        return dict(zip(names, self._session.run(names, feeds)))
+
+    def output_shapes(self, name: str, shape: Tuple[int, ...], dtype: Any) -> Dict[str, Tuple[int, ...]]:
+        if shape not in self._shapes:
+            outs = self.run({name: np.zeros(shape, dtype)})
+            self._shapes[shape] = {k: tuple(v.shape) for k, v in outs.items()}
+        return self._shapes[shape]
+
+
 def make_tensorrt(version: str, drv_state: DriverState, real: Any = "auto") -> StrictModule:
     """A stand-in ``tensorrt`` module (runtime API) of ``version``: '8.2.1', '8.5.2', '10.3.0', '11.0.0'.
 
@@ -299,7 +353,8 @@ def make_tensorrt(version: str, drv_state: DriverState, real: Any = "auto") -> S
     plugins_loaded: List[str] = []
     plugin_api, plugin_classes = plugin_members(api, major, ("EfficientNMS_TRT", "BatchedNMS_TRT"),
                                                 loggers["ILogger"], plugins_loaded.append)
-    io_types = {"uint8": DataType.UINT8, "int32": DataType.INT32, "float32": DataType.FLOAT}
+    io_types = {"uint8": DataType.UINT8, "int32": DataType.INT32, "float32": DataType.FLOAT,
+                "by_name": lambda name: getattr(DataType, name)}
     ICudaEngine = _engine_class(major, tensor_api, bindings_api, drv_state, io_types, TensorIOMode, calls, _np)
     ICudaEngine._context_class = IExecutionContext = _context_class(tensor_api, bindings_api, drv_state, calls, _np)
 
@@ -334,6 +389,13 @@ def make_tensorrt(version: str, drv_state: DriverState, real: Any = "auto") -> S
 def _engine_class(major: int, tensor_api: bool, bindings_api: bool, drv_state: DriverState, io_types: Dict[str, Any],
                   TensorIOMode: Any, calls: List[Any], np_types: Dict[Any, Any]) -> Any:
     def __init__(self: Any, desc: Dict[str, Any]) -> None:
+        if "onnx" in desc:  # onnx_engine_bytes
+            self._graph, self._k = OnnxGraphRunner(desc["onnx"]), None
+            self._io = [(n, i, tuple(shape), io_types["by_name"](t)) for n, i, shape, t in desc["io"]]
+            static = next(t[2] for t in self._io if t[1])
+            self._profile = [tuple(p) for p in desc["profile"]] if desc["profile"] else [static] * 3
+            return
+        self._graph = None
         h, w, k = desc["height"], desc["width"], desc["k"]
         b = -1 if desc["dynamic_batch"] else 1
         self._k = k
@@ -414,8 +476,13 @@ def _context_class(tensor_api: bool, bindings_api: bool, drv_state: DriverState,
         self._addr: Dict[str, int] = {}
 
     def _resolve(self: Any) -> None:
+        engine = self._engine
+        if engine._graph is not None:
+            name, _, _, dtype = next(t for t in engine._io if t[1])
+            self._shapes.update(engine._graph.output_shapes(name, self._shapes[name], np_types[dtype]))
+            return
         b = self._shapes["images"][0]
-        for name, is_input, shape, _ in self._engine._io:
+        for name, is_input, shape, _ in engine._io:
             if not is_input:
                 self._shapes[name] = (b,) + tuple(shape[1:])
 
@@ -432,22 +499,24 @@ def _context_class(tensor_api: bool, bindings_api: bool, drv_state: DriverState,
         drv_state.require_context("execute")
         if stream_handle not in drv_state.streams:
             raise RuntimeError(f"unknown CUDA stream handle {stream_handle}")
-        shape = self._shapes["images"]
+        in_name = next(t[0] for t in self._engine._io if t[1])
+        shape = self._shapes[in_name]
         if any(d < 0 for d in shape):
             raise RuntimeError("input shape not set (dynamic dimension)")
         for name, *_ in self._engine._io:
             if name not in addresses:
                 raise RuntimeError(f"no address set for tensor {name}")
-        images_mem = drv_state.view(addresses["images"])
+        images_mem = drv_state.view(addresses[in_name])
         out_mems = {n: drv_state.view(addresses[n]) for n, inp, *_ in self._engine._io if not inp}
         k = self._engine._k
+        graph = self._engine._graph
         dtypes = {t[0]: np_types[t[3]] for t in self._engine._io}
         shapes = dict(self._shapes)
 
         def op() -> None:
-            n = int(np.prod(shape))
-            images = images_mem[:n].reshape(shape)
-            outs = red_box_outputs(images, k)
+            nbytes = int(np.prod(shape)) * np.dtype(dtypes[in_name]).itemsize
+            images = images_mem[:nbytes].view(dtypes[in_name]).reshape(shape)
+            outs = graph.run({in_name: images.copy()}) if graph is not None else red_box_outputs(images, k)
             for name, arr in outs.items():
                 data = arr.astype(dtypes[name]).reshape(shapes[name])
                 out_mems[name][: data.nbytes] = data.view(np.uint8).reshape(-1)

@@ -76,8 +76,11 @@ class EngineHooks:
     dla_cores: int = 0
 
 
-def tensorrt_hooks(trt_module: Any = None, cuda_driver: Any = None) -> EngineHooks:
+def tensorrt_hooks(trt_module: Any = None, cuda_driver: Any = None, cuda_python: Any = None) -> EngineHooks:
     """Engine hooks on TensorRT + PyCUDA (``edge.trt.build`` and the TensorRT backend).
+
+    ``trt_module``, ``cuda_driver``, ``cuda_python``: the tensorrt module, pycuda.driver and the
+    ``edge.cuda.GraphApi`` for ``--cuda-graph`` (default: the installed ones; stand-ins in tests).
 
     Raises EngineUnavailable saying why when TensorRT, PyCUDA or a CUDA device is missing here.
     """
@@ -126,7 +129,8 @@ def tensorrt_hooks(trt_module: Any = None, cuda_driver: Any = None) -> EngineHoo
             return build_engines(cfg, trt, device, calibrator=calibrator)[0]
 
     def open_engine(path: Path, cuda_graph: bool = False) -> Any:
-        return TensorRTBackend(path, cuda_graph=cuda_graph, trt_module=trt, cuda_driver=cuda_driver)
+        return TensorRTBackend(path, cuda_graph=cuda_graph, trt_module=trt, cuda_driver=cuda_driver,
+                               cuda_python=cuda_python if cuda_graph else None)
 
     return EngineHooks(f"TensorRT {caps.version_string} on {device.name}", caps.version_string, device.sm,
                        build, open_probe, build_config, open_engine, api.dla_core_count(trt))

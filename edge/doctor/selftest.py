@@ -349,10 +349,11 @@ def _run_engine_checks(cfg: SelftestConfig, ref: _Reference, precision: str, eng
 
 
 def run_selftest(cfg: SelftestConfig, *, engine_hooks: Optional[EngineHooks] = None, trt_module: Any = None,
-                 cuda_driver: Any = None) -> List[Check]:
+                 cuda_driver: Any = None, cuda_python: Any = None) -> List[Check]:
     """Run the self-test; returns its checks (``fail`` only for checks that ran and failed).
 
-    ``engine_hooks``: how engines are built and run (default: ``tensorrt_hooks(trt_module, cuda_driver)``).
+    ``engine_hooks``: how engines are built and run (default: ``tensorrt_hooks(trt_module, cuda_driver,
+    cuda_python)``).
     """
     cfg.validate()
     checks: List[Check] = []
@@ -366,7 +367,7 @@ def run_selftest(cfg: SelftestConfig, *, engine_hooks: Optional[EngineHooks] = N
             _skip_engines(checks, "the ONNX Runtime reference failed above", precisions)
             return checks
         try:
-            hooks = engine_hooks or tensorrt_hooks(trt_module, cuda_driver)
+            hooks = engine_hooks or tensorrt_hooks(trt_module, cuda_driver, cuda_python)
         except EngineUnavailable as exc:
             _skip_engines(checks, str(exc), precisions)
             return checks

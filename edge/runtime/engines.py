@@ -120,8 +120,8 @@ def legacy_calibrator(calib: CalibrationRequest, cfg: EngineBuildConfig, trt: An
                                tools={"tensorrt": caps.version_string})
     cfg.calibration_sha256 = calibration_sha256(record)
     cache_path = calib.cache or str(Path("calibration") / "cache" / (Path(cfg.onnx_path).stem + ".cache"))
-    feeder = CalibrationFeeder(batcher, batcher.batch_size, functools.partial(DeviceBuffer, driver=cuda_driver),
-                               shape=opt, dtype=batcher.dtype)
+    device_buffer = DeviceBuffer if cuda_driver is None else functools.partial(DeviceBuffer, driver=cuda_driver)
+    feeder = CalibrationFeeder(batcher, batcher.batch_size, device_buffer, shape=opt, dtype=batcher.dtype)
     return make_entropy_calibrator(trt, feeder, CalibrationCache(cache_path, record))
 
 

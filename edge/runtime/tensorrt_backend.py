@@ -9,7 +9,10 @@
 * Memory: page-locked host and device buffers for every I/O tensor and one stream, all owned by
   ``edge.cuda.CudaBuffers`` and freed by ``close()``; the CUDA context is the device's primary context,
   bound to the inference thread (``bind_thread``) for the whole run.
-* Optional CUDA-graph capture of the enqueue for static shapes (``cuda_graph=True``).
+* Optional CUDA-graph capture of the enqueue (``cuda_graph=True``): one normal enqueue first (TensorRT allocates
+  lazily), then the enqueue is captured on the same stream with cuda-python (``edge.cuda.CudaGraph``; no
+  released PyCUDA can capture) and replayed with ``cuGraphLaunch``; captured again when the input shape or a
+  tensor address changes.
 
 TensorRT and PyCUDA are imported only when a ``TensorRTBackend`` is created. ``trt_module`` and
 ``cuda_driver`` exist for the API-contract tests (strict stand-ins of the documented APIs).
@@ -110,9 +113,11 @@ class TensorRTBackend(Backend):
         engine_path: the serialized engine (``edge build`` output or a user's trtexec engine).
         device: CUDA device index.
         check_key: refuse an engine whose sidecar key does not match this machine (default on).
-        cuda_graph: capture the enqueue in a CUDA graph after the first run (static shapes only).
+        cuda_graph: capture the enqueue in a CUDA graph after the first run and replay it (needs cuda-python).
         sidecar: the engine's sidecar (read from ``NAME.json`` when None).
         trt_module / cuda_driver: the ``tensorrt`` module / ``pycuda.driver`` (stand-ins in tests).
+        cuda_python: the ``edge.cuda.GraphApi`` for ``cuda_graph`` (a stand-in in tests; default: the installed
+            cuda-python, MissingDependencyError when absent).
     """
 
     name = "tensorrt"
@@ -127,6 +132,7 @@ class TensorRTBackend(Backend):
         sidecar: Optional[Dict[str, Any]] = None,
         trt_module: Any = None,
         cuda_driver: Any = None,
+        cuda_python: Any = None,
     ) -> None:
         super().__init__()
         from edge import cuda
@@ -151,7 +157,10 @@ class TensorRTBackend(Backend):
         self._engine: Any = None
         self._runtime: Any = None
         self.cuda_graph = bool(cuda_graph)
+        self._graph_api: Optional[cuda.GraphApi] = None
         try:
+            if self.cuda_graph:  # fail here, not on the first frame, when cuda-python is missing or too new
+                self._graph_api = cuda.graph_api(self.ctx.drv, cuda_python)
             if check_key:
                 reasons = check_engine_sidecar(
                     path, sidecar, tensorrt_version=str(trt.__version__), device_name=self.ctx.name,
@@ -307,7 +316,7 @@ class TensorRTBackend(Backend):
         self._in_buf = by_name[in_name]
         self._out_bufs = [by_name[n] for n in self._out_names]
         self._run_shape = run_shape
-        self._graph_pending = self.cuda_graph
+        self._graph_failed = False
 
     def _enqueue(self, stream_handle: int) -> None:
         if self.caps.tensor_api:
@@ -326,16 +335,16 @@ class TensorRTBackend(Backend):
             raise ModelError(f"input shape {list(batch.shape)} != the engine's run shape {list(self._run_shape)}")
         np.copyto(self._in_buf.host, batch)
         buffers.htod(self._in_buf)
-        if buffers.has_graph:
-            buffers.launch_graph()
-        else:
+        graph_key = (self._run_shape, tuple(buf.ptr for buf in buffers.buffers))  # what a capture is valid for
+        replayed = self._graph_api is not None and buffers.launch_graph(graph_key)
+        if not replayed:
             self._enqueue(buffers.stream_handle)
         for buf in self._out_bufs:
             buffers.dtoh(buf)
         buffers.synchronize()
-        if self._graph_pending:  # after one normal run, as TensorRT allocates lazily on the first
-            self._graph_pending = False
-            buffers.capture(self._enqueue)
+        if self._graph_api is not None and not replayed and not self._graph_failed:
+            # after a normal enqueue on this stream (TensorRT allocates lazily on the first one)
+            self._graph_failed = not buffers.capture(self._graph_api, self._enqueue, graph_key)
         return {c: buf.host.copy() for c, buf in zip(NMS_OUTPUTS, self._out_bufs)}
 
     def _infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:

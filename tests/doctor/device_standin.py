@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from edge.cuda import GraphApi
+from tests.cuda.standin import make_cuda_python
 from tests.runtime.test_standins import make_pycuda, onnx_engine_bytes
 from tests.runtime.test_standins import make_tensorrt as make_runtime
 from tests.trt_standin import StrictModule
@@ -46,6 +48,8 @@ class Device:
     drv: StrictModule
     state: Any
     builds: List[Dict[str, Any]] = field(default_factory=list)
+    #: the ``edge.cuda.GraphApi`` over the cuda-python stand-in (tests/cuda/standin.py) for --cuda-graph
+    cuda_python: Any = None
 
 
 def _input(onnx_path: str) -> Tuple[str, List[int], int]:
@@ -107,6 +111,8 @@ def make_device(version: str = "10.3.0", *, num_dla_cores: int = 0,
     runtime = make_runtime(version, state, real=None)
     builder = make_builder(version, num_dla_cores=num_dla_cores, real=None)
     device = Device(trt=None, drv=drv, state=state)  # type: ignore[arg-type]
+    graphs, _ = make_cuda_python(state, "12.9.4")  # the stand-in driver is CUDA 12.6 (JetPack 6.1)
+    device.cuda_python = GraphApi(graphs, "12.9.4", "stand-in cuda-python")
 
     class ILogger(builder.ILogger, runtime.ILogger):  # one logger class both halves accept
         pass

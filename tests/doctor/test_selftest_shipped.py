@@ -43,7 +43,8 @@ def fcn(tmp_path_factory: Any) -> Dict[str, Path]:
 def _run(model: Path, work: Path, device: Any, **options: Any) -> Dict[str, Any]:
     cfg = SelftestConfig(model=str(model), frames=2, iterations=1, warmup=0, workspace_mb=64, work_dir=str(work),
                          **options)
-    return {c.name: c for c in run_selftest(cfg, trt_module=device.trt, cuda_driver=device.drv)}
+    return {c.name: c for c in run_selftest(cfg, trt_module=device.trt, cuda_driver=device.drv,
+                                                   cuda_python=device.cuda_python)}
 
 
 def _selftest_batches(model: Path) -> list:

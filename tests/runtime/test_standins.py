@@ -44,7 +44,10 @@ class DriverState:
         self.pushes: List[int] = []  # thread ids of pushes
         self.stack = threading.local()
         self.streams: Dict[int, Any] = {}
+        #: stream handle -> the operations queued while it is capturing (tests/cuda/standin.py's cuda-python)
+        self.capturing: Dict[int, List[Callable[[], None]]] = {}
         self.calls: List[str] = []
+        self.driver_version = 12060
 
     def ctx_stack(self) -> List[Any]:
         if not hasattr(self.stack, "items"):
@@ -66,6 +69,13 @@ class DriverState:
             raise LogicError(f"invalid device pointer 0x{addr:x} (freed or never allocated)")
         return self.memory[addr]
 
+    def enqueue(self, stream_handle: Optional[int], op: Callable[[], None]) -> None:
+        """Run ``op`` now (the stand-in's stream is synchronous) or record it while the stream is capturing."""
+        if stream_handle is not None and stream_handle in self.capturing:
+            self.capturing[stream_handle].append(op)
+        else:
+            op()
+
 
 class Error(Exception):
     pass
@@ -75,13 +85,18 @@ class LogicError(Error):
     pass
 
 
-def make_pycuda(devices: int = 1, graphs: bool = True) -> Tuple[StrictModule, DriverState]:
-    """A stand-in ``pycuda.driver`` and its state. ``graphs``: Stream has begin/end_capture (PyCUDA >= 2022.1)."""
+def make_pycuda(devices: int = 1) -> Tuple[StrictModule, DriverState]:
+    """A stand-in ``pycuda.driver`` and its state.
+
+    It offers only names the real PyCUDA has (tests/cuda/test_pycuda_real.py checks every public name and
+    method against PyCUDA built from its sdist): no stream capture, which no released PyCUDA has; CUDA graphs
+    come from the cuda-python stand-in (tests/cuda/standin.py) on this driver's stream handles.
+    """
     st = DriverState()
 
     class Context:
         def __init__(self, device: "Device") -> None:
-            self.device = device
+            self._device = device
 
         def push(self) -> None:
             st.ctx_stack().append(self)
@@ -101,7 +116,7 @@ def make_pycuda(devices: int = 1, graphs: bool = True) -> Tuple[StrictModule, Dr
         def __init__(self, index: int) -> None:
             if not 0 <= index < devices:
                 raise LogicError(f"invalid device ordinal {index}")
-            self.index = index
+            self._index = index
 
         @staticmethod
         def count() -> int:
@@ -117,91 +132,69 @@ def make_pycuda(devices: int = 1, graphs: bool = True) -> Tuple[StrictModule, Dr
             st.retained += 1
             return Context(self)
 
-    class HostAllocation(bytearray):
+    class PagelockedHostAllocation:
+        """The ``base`` of a ``pagelocked_empty`` array, as in PyCUDA (numpy takes it as the array's base)."""
+
+        def __init__(self, shape: Tuple[int, ...], dtype: np.dtype) -> None:
+            self._data = np.zeros(max(int(np.prod(shape)) * dtype.itemsize, 1), np.uint8)
+            self.__array_interface__ = {"shape": shape, "typestr": dtype.str, "version": 3,
+                                        "data": (self._data.ctypes.data, False)}
+
         def free(self) -> None:
             st.host_freed += 1
 
     class DeviceAllocation:
         def __init__(self, nbytes: int) -> None:
-            self.addr = st.alloc(nbytes)
+            self._addr = st.alloc(nbytes)
 
         def __int__(self) -> int:
-            return self.addr
+            return self._addr
 
         def __index__(self) -> int:
-            return self.addr
+            return self._addr
 
         def free(self) -> None:
             st.require_context("DeviceAllocation.free")
-            if self.addr not in st.memory:
+            if self._addr not in st.memory:
                 raise LogicError("double free")
-            del st.memory[self.addr]
-            st.freed.append(self.addr)
+            del st.memory[self._addr]
+            st.freed.append(self._addr)
 
-    class Graph:
-        def __init__(self, ops: List[Callable[[], None]]) -> None:
-            self.ops = ops
+    class Stream:
+        def __init__(self, flags: int = 0) -> None:
+            st.require_context("Stream()")
+            self._handle = 0x5000 + len(st.streams)
+            st.streams[self._handle] = self
 
-        def instance(self) -> "GraphExec":
-            return GraphExec(self.ops)
+        @property
+        def handle(self) -> int:
+            return self._handle
 
-    class GraphExec:
-        def __init__(self, ops: List[Callable[[], None]]) -> None:
-            self.ops = list(ops)
-            self.launches = 0
+        def synchronize(self) -> None:
+            st.require_context("Stream.synchronize")
+            if self._handle in st.capturing:
+                raise LogicError("cuStreamSynchronize failed: operation not permitted when stream is capturing")
 
-        def launch(self, stream: Any = None) -> None:
-            st.require_context("GraphExec.launch")
-            self.launches += 1
-            st.calls.append("graph_launch")
-            for op in self.ops:
-                op()
-
-    stream_methods: Dict[str, Any] = {}
-
-    def _stream_init(self: Any) -> None:
-        st.require_context("Stream()")
-        self.handle = 0x5000 + len(st.streams)
-        self.captured: Optional[List[Callable[[], None]]] = None
-        st.streams[self.handle] = self
-
-    def _synchronize(self: Any) -> None:
-        st.require_context("Stream.synchronize")
-
-    def _begin_capture(self: Any, capture_mode: Any = None) -> None:
-        self.captured = []
-
-    def _end_capture(self: Any) -> Graph:
-        ops, self.captured = self.captured or [], None
-        return Graph(ops)
-
-    stream_methods.update(__init__=_stream_init, synchronize=_synchronize)
-    if graphs:
-        stream_methods.update(begin_capture=_begin_capture, end_capture=_end_capture)
-    Stream = type("Stream", (object,), stream_methods)
-
-    def init() -> None:
+    def init(flags: int = 0) -> None:
         st.calls.append("init")
 
-    def pagelocked_empty(shape: Sequence[int], dtype: Any) -> np.ndarray:
+    def get_driver_version() -> int:
+        return st.driver_version
+
+    def pagelocked_empty(shape: Sequence[int], dtype: Any, order: str = "C", mem_flags: int = 0) -> np.ndarray:
         st.require_context("pagelocked_empty")
-        dtype = np.dtype(dtype)
-        n = int(np.prod(shape)) * dtype.itemsize
-        alloc = HostAllocation(max(n, 1))
+        alloc = PagelockedHostAllocation(tuple(int(d) for d in shape), np.dtype(dtype))
         st.host_allocs.append(alloc)
-        return np.ndarray(tuple(shape), dtype, buffer=alloc)
+        return np.asarray(alloc)
 
-    def mem_alloc(nbytes: int) -> DeviceAllocation:
+    def mem_alloc(bytesize: int) -> DeviceAllocation:
         st.require_context("mem_alloc")
-        return DeviceAllocation(int(nbytes))
+        return DeviceAllocation(int(bytesize))
 
-    def _enqueue(stream: Any, op: Callable[[], None]) -> None:
-        if stream is not None and getattr(stream, "captured", None) is not None:
-            stream.captured.append(op)
-        else:
-            op()
+    def _handle(stream: Optional[Stream]) -> Optional[int]:
+        return None if stream is None else stream.handle
 
-    def memcpy_htod_async(dest: Any, src: np.ndarray, stream: Any = None) -> None:
+    def memcpy_htod_async(dest: Any, src: np.ndarray, stream: Optional[Stream] = None) -> None:
         st.require_context("memcpy_htod_async")
         src = np.ascontiguousarray(src)
         mem = st.view(int(dest))
@@ -210,7 +203,7 @@ def make_pycuda(devices: int = 1, graphs: bool = True) -> Tuple[StrictModule, Dr
             mem[: src.nbytes] = src.view(np.uint8).reshape(-1)
 
         st.calls.append("htod")
-        _enqueue(stream, op)
+        st.enqueue(_handle(stream), op)
 
     def memcpy_htod(dest: Any, src: np.ndarray) -> None:
         st.require_context("memcpy_htod")
@@ -221,7 +214,7 @@ def make_pycuda(devices: int = 1, graphs: bool = True) -> Tuple[StrictModule, Dr
         mem[: src.nbytes] = src.view(np.uint8).reshape(-1)
         st.calls.append("htod_sync")
 
-    def memcpy_dtoh_async(dest: np.ndarray, src: Any, stream: Any = None) -> None:
+    def memcpy_dtoh_async(dest: np.ndarray, src: Any, stream: Optional[Stream] = None) -> None:
         st.require_context("memcpy_dtoh_async")
         mem = st.view(int(src))
 
@@ -229,13 +222,14 @@ def make_pycuda(devices: int = 1, graphs: bool = True) -> Tuple[StrictModule, Dr
             dest.view(np.uint8).reshape(-1)[:] = mem[: dest.nbytes]
 
         st.calls.append("dtoh")
-        _enqueue(stream, op)
+        st.enqueue(_handle(stream), op)
 
     module = StrictModule("2024.1", dict(
-        init=init, Device=Device, Context=Context, Stream=Stream, pagelocked_empty=pagelocked_empty,
-        mem_alloc=mem_alloc, memcpy_htod=memcpy_htod, memcpy_htod_async=memcpy_htod_async,
-        memcpy_dtoh_async=memcpy_dtoh_async,
-        Error=Error, LogicError=LogicError,
+        init=init, get_driver_version=get_driver_version, Device=Device, Context=Context, Stream=Stream,
+        pagelocked_empty=pagelocked_empty, mem_alloc=mem_alloc, memcpy_htod=memcpy_htod,
+        memcpy_htod_async=memcpy_htod_async,
+        memcpy_dtoh_async=memcpy_dtoh_async, DeviceAllocation=DeviceAllocation,
+        PagelockedHostAllocation=PagelockedHostAllocation, Error=Error, LogicError=LogicError,
     ))
     return module, st
 
@@ -521,11 +515,7 @@ def _context_class(tensor_api: bool, bindings_api: bool, drv_state: DriverState,
                 data = arr.astype(dtypes[name]).reshape(shapes[name])
                 out_mems[name][: data.nbytes] = data.view(np.uint8).reshape(-1)
 
-        stream = drv_state.streams[stream_handle]
-        if getattr(stream, "captured", None) is not None:
-            stream.captured.append(op)
-        else:
-            op()
+        drv_state.enqueue(stream_handle, op)  # recorded when the stream is capturing a CUDA graph
         return True
 
     def set_input_shape(self: Any, name: str, shape: Sequence[int]) -> bool:

@@ -43,10 +43,25 @@ def _engine(tmp_path, *, dynamic_batch=False, sidecar=None, name="red.engine"):
 def _backend(path, version, **kw):
     from edge.runtime.tensorrt_backend import TensorRTBackend
 
-    drv, st = make_pycuda(graphs=kw.pop("graphs", True))
+    drv, st = make_pycuda()
     trt = make_tensorrt(version, st)
     backend = TensorRTBackend(path, trt_module=trt, cuda_driver=drv, **kw)
     return backend, trt, st
+
+
+def _graph_backend(path, version, cuda_python_version, driver_version=13000):
+    """A backend with cuda_graph=True on the PyCUDA stand-in and the cuda-python stand-in of that release."""
+    from edge.cuda import GraphApi
+    from edge.runtime.tensorrt_backend import TensorRTBackend
+    from tests.cuda.standin import make_cuda_python
+
+    drv, st = make_pycuda()
+    st.driver_version = driver_version
+    trt = make_tensorrt(version, st)
+    module, gs = make_cuda_python(st, cuda_python_version)
+    api = GraphApi(module, cuda_python_version, "stand-in cuda-python")
+    backend = TensorRTBackend(path, trt_module=trt, cuda_driver=drv, cuda_graph=True, cuda_python=api)
+    return backend, trt, st, gs
 
 
 def _frames():
@@ -143,34 +158,101 @@ def test_api_contract_pipeline_runs_inference_on_its_infer_thread(tmp_path):
 
 
 def test_api_contract_cuda_graph_replays_with_new_inputs(tmp_path):
-    """API-contract test (stand-in): with cuda_graph the enqueue is captured once, then launched."""
+    """API-contract test (stand-ins): with cuda_graph the enqueue runs once normally, is captured with
+    cuda-python on PyCUDA's stream, then replayed with cuGraphLaunch on that stream for new inputs."""
     path = _engine(tmp_path, sidecar=SIDECAR)
-    backend, trt, st = _backend(path, "10.3.0", cuda_graph=True)
+    backend, trt, st, gs = _graph_backend(path, "10.3.0", "13.5.0")
     a, b = _frames()
     first = backend.infer(a)
     n_exec = len([c for c in trt.calls if c[0] == "execute_async_v3"])
+    assert n_exec == 2, "one normal enqueue, then one recorded by the capture"
+    assert gs.calls[:3] == ["cuStreamBeginCapture", "cuStreamEndCapture", "cuGraphInstantiate"]
     second = backend.infer(b)
     third = backend.infer(a)
     assert len([c for c in trt.calls if c[0] == "execute_async_v3"]) == n_exec  # no new enqueue
-    assert st.calls.count("graph_launch") == 2
+    assert gs.launches == 2
     assert second.image(0)[0].tolist() == [[60.0, 5.0, 70.0, 80.0]]
     np.testing.assert_array_equal(first.boxes, third.boxes)
     backend.close()
+    assert gs.graphs == {} and gs.execs == {}, "the graph and its exec are destroyed on close"
     assert st.memory == {}
 
 
-def test_api_contract_cuda_graph_falls_back_without_stream_capture(tmp_path, caplog):
-    """API-contract test (stand-in): a PyCUDA without Stream.begin_capture keeps launching normally."""
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_api_contract_cuda_graph_uses_the_instantiate_call_of_the_cuda_python_release(tmp_path, version):
+    """cuda-python 11.8 (JetPack 5's Python 3.8) instantiates with cuGraphInstantiateWithFlags, 12+ with
+    cuGraphInstantiate(hGraph, flags); the stand-in of each offers only its release's binding."""
     path = _engine(tmp_path, sidecar=SIDECAR)
-    backend, trt, st = _backend(path, "10.3.0", cuda_graph=True, graphs=False)
+    backend, _, st, gs = _graph_backend(path, version, "11.8.3", driver_version=11040)
     a, b = _frames()
-    with caplog.at_level(logging.INFO, logger="edge.cuda"):
+    backend.infer(a)
+    assert "cuGraphInstantiateWithFlags" in gs.calls
+    assert backend.infer(b).image(0)[0].tolist() == [[60.0, 5.0, 70.0, 80.0]] and gs.launches == 1
+    backend.close()
+    assert gs.graphs == {} and gs.execs == {}
+
+
+def test_api_contract_cuda_graph_is_captured_again_when_addresses_change(tmp_path):
+    """A capture holds the tensor addresses and shape it saw: new buffers mean a normal enqueue, then a new
+    capture, and the old graph is freed."""
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    backend, trt, st, gs = _graph_backend(path, "10.3.0", "13.5.0")
+    a, b = _frames()
+    backend.infer(a)
+    backend.infer(b)
+    assert gs.launches == 1 and len(gs.execs) == 1
+    old = backend._in_buf  # a re-allocated input buffer (as a new run shape would give)
+    backend._in_buf = backend._buffers.alloc(old.name, old.host.shape, old.host.dtype)
+    backend._context.set_tensor_address(old.name, backend._in_buf.ptr)
+    n_exec = len([c for c in trt.calls if c[0] == "execute_async_v3"])
+    assert backend.infer(b).image(0)[0].tolist() == [[60.0, 5.0, 70.0, 80.0]]
+    assert len([c for c in trt.calls if c[0] == "execute_async_v3"]) == n_exec + 2  # normal run + new capture
+    assert gs.launches == 1 and len(gs.execs) == 1 and len(gs.graphs) == 1, "the stale graph was destroyed"
+    assert backend.infer(a).image(0)[0].tolist() == [[10.0, 20.0, 50.0, 40.0]] and gs.launches == 2
+    backend.close()
+    assert gs.graphs == {} and gs.execs == {}
+
+
+def test_api_contract_cuda_graph_falls_back_when_the_capture_fails(tmp_path, caplog):
+    """An enqueue TensorRT cannot capture (the driver ends the capture with an error) keeps launching normally,
+    with a warning, and is not tried again every frame."""
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    backend, trt, st, gs = _graph_backend(path, "10.3.0", "13.5.0")
+    gs.fail["cuStreamEndCapture"] = 900  # CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED
+    a, b = _frames()
+    with caplog.at_level(logging.WARNING, logger="edge.cuda"):
         backend.infer(a)
         det = backend.infer(b)
-    assert "no stream capture" in caplog.text
-    assert st.calls.count("graph_launch") == 0
+        backend.infer(a)
+    assert "cuStreamEndCapture returned CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED" in caplog.text
+    assert gs.calls.count("cuStreamBeginCapture") == 1 and gs.launches == 0 and st.capturing == {}
     assert det.image(0)[0].tolist() == [[60.0, 5.0, 70.0, 80.0]]
     backend.close()
+
+
+def test_cuda_graph_without_cuda_python_says_how_to_install(tmp_path, monkeypatch):
+    """--cuda-graph needs cuda-python: absent, opening the engine fails at once naming `pip install cuda-python`
+    (and releases the context)."""
+    from importlib import metadata
+
+    from edge.runtime.tensorrt_backend import TensorRTBackend
+
+    def no_dist(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", no_dist)
+    drv, st = make_pycuda()
+    with pytest.raises(MissingDependencyError, match="pip install cuda-python"):
+        TensorRTBackend(_engine(tmp_path, sidecar=SIDECAR), trt_module=make_tensorrt("10.3.0", st),
+                        cuda_driver=drv, cuda_graph=True)
+    assert st.retained == st.detached == 1 and st.ctx_stack() == []
+
+
+def test_cuda_graph_refuses_a_cuda_python_newer_than_the_driver(tmp_path):
+    """cuda-python 13 needs a CUDA 13 driver: on JetPack 6's CUDA 12.6 the message names the release to install."""
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    with pytest.raises(EdgeError, match=r"CUDA 12\.6: pip install 'cuda-python==12\.\*'"):
+        _graph_backend(path, "10.3.0", "13.5.0", driver_version=12060)
 
 
 def _key(**over):

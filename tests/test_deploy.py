@@ -1,5 +1,6 @@
 """deploy/: the Jetson setup script (its logic, in --dry-run against fake system files), the systemd unit
-with its install/uninstall scripts and launcher, the container recipes and their runner.
+with its install/uninstall scripts and launcher, the container recipes and their runner; and the other
+install routes' Jetson bounds (pyproject.toml's markers, scripts/bootstrap.sh in --dry-run).
 
 Nothing here needs a Jetson: the setup script's decisions (JetPack 5 vs 6 packages, venv reuse, power
 mode) are checked from the commands it prints; the service is installed into tmp_path and verified with
@@ -29,6 +30,7 @@ from tests.paths import REPO as ROOT
 DEPLOY = ROOT / "deploy"
 SETUP = DEPLOY / "setup-jetson.sh"
 CONTAINER = DEPLOY / "container.sh"
+BOOTSTRAP = ROOT / "scripts" / "bootstrap.sh"
 INSTALL = DEPLOY / "install-service.sh"
 UNINSTALL = DEPLOY / "uninstall-service.sh"
 LAUNCHER = DEPLOY / "lib" / "edge-run-service.sh"
@@ -348,6 +350,117 @@ def test_apt_candidate_reads_apt_cache_policy(tmp_path):
     lines = common_sh(f'PATH="{fake.parent}:$PATH"; echo "[$(edge_apt_candidate libnvinfer8)]"; '
                       'echo "[$(edge_apt_candidate libnvinfer10)]"')
     assert lines == ["[8.6.2.3-1+cuda12.2]", "[]"]
+
+
+# --- the other install routes: pyproject.toml and scripts/bootstrap.sh -----------------------------------
+
+
+def pyproject() -> Dict:
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def allowed(requirements: Sequence[str], name: str, version: str, env: Dict[str, str]) -> bool:
+    """Whether every requirement on ``name`` whose marker holds in ``env`` allows ``version``."""
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(r) for r in requirements]
+    reqs = [r for r in reqs if r.name == name and (r.marker is None or r.marker.evaluate(env))]
+    assert reqs, f"no requirement on {name} applies in {env}"
+    return all(r.specifier.contains(version, prereleases=True) for r in reqs)
+
+
+JETSON_PY38 = {"platform_machine": "aarch64", "python_version": "3.8", "platform_system": "Linux", "extra": ""}
+JETSON_PY310 = {**JETSON_PY38, "python_version": "3.10"}
+DESKTOP = {"platform_machine": "x86_64", "python_version": "3.11", "platform_system": "Linux", "extra": ""}
+
+
+def test_pyproject_keeps_numpy_1_on_aarch64_for_every_install_route():
+    """JetPack's cv2 is built against NumPy 1.x; onnxruntime's floor (1.21.6) is above the system NumPy of
+    both JetPacks, so pip always installs one: it must stay below 2 there. The desktop floor is as before."""
+    deps = pyproject()["project"]["dependencies"]
+    for env in (JETSON_PY38, JETSON_PY310):
+        assert not allowed(deps, "numpy", "2.0.0", env) and not allowed(deps, "numpy", "2.2.6", env)
+        assert allowed(deps, "numpy", "1.24.4", env) and allowed(deps, "numpy", "1.26.4", env)
+        assert allowed(deps, "numpy", "1.21.6", env)  # onnxruntime's own floor
+    assert allowed(deps, "numpy", "2.4.6", DESKTOP) and allowed(deps, "numpy", "1.19.0", DESKTOP)
+    assert not allowed(deps, "numpy", "1.18.5", DESKTOP)
+
+
+def test_pyproject_keeps_pycuda_below_2026_under_python_3_10():
+    """PyCUDA 2026.1 declares Python ~=3.8 but uses zip(strict=) (3.10+); JetPack 5 runs Python 3.8."""
+    jetson = pyproject()["project"]["optional-dependencies"]["jetson"]
+    assert not allowed(jetson, "pycuda", "2026.1", JETSON_PY38)
+    assert allowed(jetson, "pycuda", "2025.1.3", JETSON_PY38)
+    assert allowed(jetson, "pycuda", "2026.1", JETSON_PY310)
+    assert not allowed(jetson, "pycuda", "2020.1", JETSON_PY310)
+
+
+def bare_python(tmp_path: Path) -> Path:
+    """A python3 that sees no site-packages (so no torch) unless PYTHONPATH adds some."""
+    path = tmp_path / "bin" / "python3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def dry_bootstrap(tmp_path: Path, *args: str, jetson: bool, env: Optional[Dict[str, str]] = None
+                  ) -> subprocess.CompletedProcess:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    release = tmp_path / "nv_tegra_release"
+    if jetson:
+        release.write_text(JP6_RELEASE)
+    full = {"EDGE_VENV": str(tmp_path / "venv"), "EDGE_TEGRA_RELEASE_FILE": str(release),
+            "PYTHON": str(bare_python(tmp_path)), **(env or {})}
+    return bash(BOOTSTRAP, "--dry-run", *args, env=full)
+
+
+def fake_nvidia_torch(tmp_path: Path) -> Dict[str, str]:
+    site = tmp_path / "site"
+    for name, version in (("torch", "2.3.0a0+40ec155e58.nv24.03"), ("torchvision", "0.18.0a0+6043bc2")):
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text(f"__version__ = {version!r}\n")
+    return {"PYTHONPATH": str(site)}
+
+
+def test_bootstrap_on_a_jetson_never_takes_torch_from_pypi(tmp_path):
+    """PyPI's aarch64 torch cannot use the Jetson GPU: without NVIDIA's torch the torch extras stop."""
+    proc = dry_bootstrap(tmp_path, "dev", jetson=True)
+    assert proc.returncode == 1
+    assert "NVIDIA's build for this JetPack" in proc.stderr and "what to do:" in proc.stderr
+    assert not find(commands(proc.stdout), "install")  # nothing installed: no PyPI torch pair, no edge[dev]
+    assert find(commands(proc.stdout), "-m", "venv", "--system-site-packages")
+    runtime = dry_bootstrap(tmp_path / "r", "runtime", jetson=True)
+    assert runtime.returncode == 0, runtime.stderr
+    cmds = commands(runtime.stdout)
+    assert find(cmds, "install", "-e", str(ROOT)) and "torch" not in runtime.stdout
+
+
+def test_bootstrap_on_a_jetson_keeps_nvidias_torch(tmp_path):
+    proc = dry_bootstrap(tmp_path, "dev", jetson=True, env=fake_nvidia_torch(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    pins = tmp_path / "venv" / "edge-torch-constraints.txt"
+    assert (f"+ write {pins} <<EOF\ntorch==2.3.0a0+40ec155e58.nv24.03\ntorchvision==0.18.0a0+6043bc2\nEOF"
+            in proc.stdout)
+    cmds = commands(proc.stdout)
+    edge = find(cmds, "install", "-e", f"{ROOT}[dev]")
+    assert len(edge) == 1 and edge[0][:2] == ["env", f"PIP_CONSTRAINT={pins}"]
+    assert not [c for c in cmds if any(a.startswith(("torch==", "torchvision==")) for a in c)]
+
+
+def test_bootstrap_off_a_jetson_installs_as_before(tmp_path):
+    proc = dry_bootstrap(tmp_path, "dev", jetson=False)
+    assert proc.returncode == 0, proc.stderr
+    cmds = commands(proc.stdout)
+    assert find(cmds, "-m", "venv", str(tmp_path / "venv")) and not find(cmds, "--system-site-packages")
+    pair = (["torch==2.9.1", "torchvision==0.24.1"] if platform.machine() == "aarch64"
+            else ["torch==2.14.1", "torchvision==0.29.1"])
+    assert find(cmds, "install", *pair)
+    assert find(cmds, "install", "-e", f"{ROOT}[dev]")
 
 
 # --- the service -------------------------------------------------------------------------------------

@@ -399,6 +399,18 @@ def test_pyproject_keeps_pycuda_below_2026_under_python_3_10():
     assert not allowed(jetson, "pycuda", "2020.1", JETSON_PY310)
 
 
+def test_pytest_has_a_per_test_timeout_above_the_tests_own_limits():
+    """A hung test ends the run (pytest-timeout); the limits tests set on their own subprocesses fire first."""
+    config = pyproject()
+    options = config["tool"]["pytest"]["ini_options"]
+    assert options["timeout_method"] == "thread"
+    assert any(r.startswith("pytest-timeout") for r in config["project"]["optional-dependencies"]["dev"])
+    assert any(m.startswith("timeout(") for m in options["markers"])  # --strict-markers without the plugin
+    own = [int(n) for path in (ROOT / "tests").rglob("*.py")
+           for n in re.findall(r"(?:\btimeout=|DEFAULT_TIMEOUT_S = )(\d+)", path.read_text())]
+    assert own and options["timeout"] > max(own), (options["timeout"], max(own))
+
+
 def bare_python(tmp_path: Path) -> Path:
     """A python3 that sees no site-packages (so no torch) unless PYTHONPATH adds some."""
     path = tmp_path / "bin" / "python3"

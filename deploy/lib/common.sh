@@ -137,3 +137,74 @@ edge_device_model() {
     [ -r "$file" ] || return 0
     tr -d '\000' < "$file"
 }
+
+# What each L4T release ships (NVIDIA's JetPack release notes). The TensorRT major does NOT follow the
+# L4T major: JetPack 6.0 (L4T 36.2/36.3) ships TensorRT 8.6 with CUDA 12.2; only JetPack 6.1+ (L4T 36.4+)
+# ships TensorRT 10.3 with CUDA 12.6. JetPack 5.0.2 (L4T 35.1) ships TensorRT 8.4, 5.1+ (35.2+) 8.5.
+# The same table lives in edge/doctor/facts.py (_JETPACK_STACK); tests/test_deploy.py keeps them equal.
+
+# edge_l4t_minor RELEASE: '36.3.0' -> '3'; '0' when the release has no minor part.
+edge_l4t_minor() {
+    local rest="${1#*.}"
+    [ "$rest" = "$1" ] && rest="0"
+    printf '%s\n' "${rest%%.*}"
+}
+
+# edge_trt_for_l4t RELEASE: the TensorRT MAJOR.MINOR that JetPack ships for an L4T release; empty when unknown.
+edge_trt_for_l4t() {
+    local major="${1%%.*}" minor
+    minor="$(edge_l4t_minor "$1")"
+    case "$major" in
+        35) if [ "$minor" = "1" ]; then echo "8.4"; else echo "8.5"; fi ;;
+        36) if [ "$minor" -lt 4 ]; then echo "8.6"; else echo "10.3"; fi ;;
+        *) echo "" ;;
+    esac
+}
+
+# edge_cuda_for_l4t RELEASE: the CUDA MAJOR.MINOR that JetPack ships for an L4T release; empty when unknown.
+edge_cuda_for_l4t() {
+    local major="${1%%.*}" minor
+    minor="$(edge_l4t_minor "$1")"
+    case "$major" in
+        35) echo "11.4" ;;
+        36) if [ "$minor" -lt 4 ]; then echo "12.2"; else echo "12.6"; fi ;;
+        *) echo "" ;;
+    esac
+}
+
+# edge_cuda_packages CUDA_VERSION: JetPack's own apt names for what PyCUDA builds against (nvcc, cuda.h
+# and the runtime, cuRAND), e.g. 12.6 -> 'cuda-nvcc-12-6 cuda-cudart-dev-12-6 libcurand-dev-12-6'.
+# Never 'nvidia-cuda-dev' by bare name: Ubuntu 22.04 has its own package of that name (CUDA 11.5, in
+# /usr/include) whose version sorts above JetPack's meta package, so apt may pick Ubuntu's.
+edge_cuda_packages() {
+    local v="${1//./-}"
+    printf '%s\n' "cuda-nvcc-$v cuda-cudart-dev-$v libcurand-dev-$v"
+}
+
+# edge_l4t_image_compatible IMAGE_RELEASE HOST_RELEASE: true when a container built on the L4T base
+# IMAGE_RELEASE ('36.4.0') runs on a host with HOST_RELEASE. The rule of jetson-containers'
+# l4t_version_compatible: JetPack 6 images split at 36.4 (an r36.4 image needs a 36.4+ host, and a
+# 36.0-36.3 image a 36.0-36.3 host); any r35 image runs on any 35.x host; nothing across majors.
+edge_l4t_image_compatible() {
+    local image_major="${1%%.*}" host_major="${2%%.*}" image_minor host_minor
+    [ -n "$image_major" ] && [ "$image_major" = "$host_major" ] || return 1
+    image_minor="$(edge_l4t_minor "$1")"
+    host_minor="$(edge_l4t_minor "$2")"
+    case "$host_major" in
+        35) return 0 ;;
+        36)
+            if [ "$image_minor" -ge 4 ] && [ "$host_minor" -ge 4 ]; then return 0; fi
+            if [ "$image_minor" -lt 4 ] && [ "$host_minor" -lt 4 ]; then return 0; fi
+            return 1 ;;
+        *) return 1 ;;
+    esac
+}
+
+# edge_apt_candidate PACKAGE: the version apt would install (`apt-cache policy`); empty when none.
+edge_apt_candidate() {
+    local out
+    out="$(apt-cache policy "$1" 2>/dev/null || true)"
+    out="$(printf '%s\n' "$out" | awk '/^[[:space:]]*Candidate:/ {print $2; exit}')"
+    [ "$out" = "(none)" ] && out=""
+    printf '%s\n' "$out"
+}

@@ -41,6 +41,8 @@ class SystemPaths:
     """Where the probes look. Defaults are the real system; tests point them into ``tmp_path``.
 
     tegra_release: L4T release file. device_tree_model: the board name (NUL-terminated).
+    jetson_model_file: the board name where /proc/device-tree is masked (a container): the copy of
+    /proc/device-tree/model that jetson-inference's docker/run.sh and deploy/container.sh mount there.
     dev_dir / sysfs / proc: roots of /dev, /sys and /proc. cuda_home: the CUDA toolkit.
     lib_dirs: where shared libraries (libcuda, libcudart, libnvinfer_plugin) are looked for.
     nvargus_paths: where nvargus-daemon (the CSI camera service) may be installed.
@@ -51,6 +53,7 @@ class SystemPaths:
 
     tegra_release: str = "/etc/nv_tegra_release"
     device_tree_model: str = "/proc/device-tree/model"
+    jetson_model_file: str = "/tmp/nv_jetson_model"
     dev_dir: str = "/dev"
     sysfs: str = "/sys"
     proc: str = "/proc"
@@ -123,6 +126,59 @@ def jetpack_for_l4t(release: str) -> Optional[str]:
         if key in _JETPACK:
             return _JETPACK[key]
     return _JETPACK_LINE.get(parts[0])
+
+
+@dataclass(frozen=True)
+class JetPackStack:
+    """What JetPack ships for an L4T release: TensorRT and CUDA (MAJOR.MINOR) and the Python its TensorRT
+    bindings are built for. ``tensorrt_packages`` / ``cuda_packages``: JetPack's own apt names."""
+
+    tensorrt: str
+    cuda: str
+    python: Tuple[int, int]
+
+    @property
+    def tensorrt_major(self) -> int:
+        return int(self.tensorrt.split(".")[0])
+
+    @property
+    def tensorrt_packages(self) -> List[str]:
+        m = self.tensorrt_major
+        return [f"libnvinfer{m}", f"libnvinfer-plugin{m}", f"libnvonnxparsers{m}", "python3-libnvinfer"]
+
+    @property
+    def cuda_packages(self) -> List[str]:
+        """nvcc, cuda.h + runtime, cuRAND: what PyCUDA builds against. Never ``nvidia-cuda-dev`` by bare
+        name: Ubuntu 22.04's own package of that name (CUDA 11.5) can win over JetPack's meta package."""
+        v = self.cuda.replace(".", "-")
+        return [f"cuda-nvcc-{v}", f"cuda-cudart-dev-{v}", f"libcurand-dev-{v}"]
+
+
+# L4T (major, minor) from which on a stack applies (NVIDIA's JetPack release notes). The TensorRT major
+# does not follow the L4T major: JetPack 6.0 (L4T 36.2/36.3) ships TensorRT 8.6 with CUDA 12.2, JetPack
+# 6.1+ (L4T 36.4+) TensorRT 10.3 with CUDA 12.6. deploy/lib/common.sh (edge_trt_for_l4t,
+# edge_cuda_for_l4t) holds the same table; tests/test_deploy.py keeps the two equal.
+_JETPACK_STACK: Dict[str, List[Tuple[int, JetPackStack]]] = {
+    "35": [(0, JetPackStack("8.4", "11.4", (3, 8))), (2, JetPackStack("8.5", "11.4", (3, 8)))],
+    "36": [(0, JetPackStack("8.6", "12.2", (3, 10))), (4, JetPackStack("10.3", "12.6", (3, 10)))],
+}
+
+
+def jetpack_stack(release: str) -> Optional[JetPackStack]:
+    """'36.3.0' -> TensorRT 8.6, CUDA 12.2, Python 3.10; None for an L4T line edge's setup does not know."""
+    parts = release.split(".")
+    rows = _JETPACK_STACK.get(parts[0])
+    if not rows:
+        return None
+    try:
+        minor = int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        return None
+    found = None
+    for first_minor, stack in rows:
+        if minor >= first_minor:
+            found = stack
+    return found
 
 
 def read_meminfo(path: str) -> Dict[str, int]:
@@ -266,7 +322,8 @@ class PlatformFacts:
 def detect_platform(paths: SystemPaths) -> PlatformFacts:
     from edge.trt.engine_key import read_l4t_release
 
-    model = read_device_model(paths.device_tree_model)
+    # In a container /proc/device-tree is masked; the host's copy is mounted at jetson_model_file.
+    model = read_device_model(paths.device_tree_model) or read_device_model(paths.jetson_model_file)
     l4t = read_l4t_release(paths.tegra_release)
     is_jetson = bool(l4t) or bool(model and re.search(r"jetson|tegra", model, re.IGNORECASE))
     driver_text = read_text(str(Path(paths.proc) / "driver" / "nvidia" / "version"))

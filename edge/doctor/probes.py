@@ -22,6 +22,7 @@ from edge.doctor.facts import (
     detect_platform,
     find_libs,
     gpu_clocks,
+    jetpack_stack,
     opencv_build_facts,
     parse_cuda_version,
     parse_nvpmodel,
@@ -56,12 +57,15 @@ def probe_l4t(facts: PlatformFacts, paths: SystemPaths) -> Check:
     name = "L4T / JetPack"
     if not facts.is_jetson:
         return Check(name, SKIP, "not a Jetson")
-    details = {"l4t": facts.l4t, "jetpack": facts.jetpack}
+    details: Dict[str, Any] = {"l4t": facts.l4t, "jetpack": facts.jetpack}
     if not facts.l4t:
         return Check(name, FAIL, f"{paths.tegra_release} is missing or unreadable on this Jetson",
                      "the L4T release file comes with JetPack; reflash or reinstall nvidia-l4t-core", details)
     major = facts.l4t.split(".")[0]
     summary = f"L4T {facts.l4t} = JetPack {facts.jetpack or 'unknown'}"
+    stack = jetpack_stack(facts.l4t)
+    if stack is not None:
+        details.update({"tensorrt": stack.tensorrt, "cuda": stack.cuda, "python": "{}.{}".format(*stack.python)})
     if major == "32":
         return Check(name, WARN, summary + ": TensorRT 8.2, Python 3.6; edge-run only, best effort",
                      "upgrade to JetPack 5 (Xavier) or 6 (Orin); on a Nano build engines with trtexec", details)
@@ -92,9 +96,10 @@ def probe_python(facts: PlatformFacts, prefix: Optional[str] = None, base_prefix
                      "GStreamer OpenCV are invisible here",
                      f"recreate it: python3 -m venv --system-site-packages {prefix} (deploy/setup-jetson.sh does this)",
                      details)
-    if facts.is_jetson and facts.l4t:
-        expected = {"35": (3, 8), "36": (3, 10)}.get(facts.l4t.split(".")[0])
-        if expected and tuple(version[:2]) != expected:
+    stack = jetpack_stack(facts.l4t) if facts.is_jetson and facts.l4t else None
+    if stack is not None:
+        expected = stack.python
+        if tuple(version[:2]) != expected:
             return Check("python", WARN, summary + f": JetPack's TensorRT bindings are built for Python "
                          f"{expected[0]}.{expected[1]}",
                          f"make the venv with the system python3 ({expected[0]}.{expected[1]})", details)
@@ -135,8 +140,8 @@ def probe_cuda(facts: PlatformFacts, paths: SystemPaths) -> Check:
              f"nvcc {'yes' if nvcc_path else 'no'}", f"libcudart {'yes' if cudart else 'no'}",
              f"driver libcuda {'yes' if driver else 'no'}"]
     summary = ", ".join(parts)
-    install = ("sudo apt-get install nvidia-cuda-dev (JetPack's CUDA; deploy/setup-jetson.sh does it)"
-               if facts.is_jetson else "install the CUDA toolkit matching your driver (nvidia-smi shows it)")
+    install = _jetpack_cuda_install(facts) if facts.is_jetson else (
+        "install the CUDA toolkit matching your driver (nvidia-smi shows it)")
     if not cudart:
         return Check(name, FAIL, summary + ": the CUDA runtime library is missing (TensorRT needs it)", install,
                      details)
@@ -150,12 +155,29 @@ def probe_cuda(facts: PlatformFacts, paths: SystemPaths) -> Check:
     return Check(name, OK, summary, details=details)
 
 
+def _jetpack_cuda_install(facts: PlatformFacts) -> str:
+    """How to install JetPack's CUDA toolkit on this Jetson, by JetPack's own package names."""
+    stack = jetpack_stack(facts.l4t) if facts.l4t else None
+    if stack is None:
+        return ("sudo apt-get install JetPack's cuda-nvcc-X-Y cuda-cudart-dev-X-Y for your CUDA X.Y "
+                "(deploy/setup-jetson.sh does it)")
+    return (f"sudo apt-get install {' '.join(stack.cuda_packages)} (JetPack's CUDA {stack.cuda}; not "
+            "nvidia-cuda-dev by bare name, which Ubuntu's own CUDA package can shadow; deploy/setup-jetson.sh "
+            "does it)")
+
+
 def _tensorrt_missing(facts: PlatformFacts, exc: BaseException) -> Check:
     details = {"error": str(exc)}
     if facts.is_jetson:
+        stack = jetpack_stack(facts.l4t) if facts.l4t else None
+        if stack is not None:
+            packages = (f"{' '.join(stack.tensorrt_packages)} (JetPack {facts.jetpack or '?'}: "
+                        f"TensorRT {stack.tensorrt})")
+        else:
+            packages = ("python3-libnvinfer libnvinfer-plugin8 (JetPack 5, 6.0) or libnvinfer-plugin10 "
+                        "(JetPack 6.1+)")
         return Check("TensorRT", FAIL, "the tensorrt Python module is not importable",
-                     "sudo apt-get install python3-libnvinfer libnvinfer-plugin8 (JetPack 5) or "
-                     "libnvinfer-plugin10 (JetPack 6), in a venv made with --system-site-packages "
+                     f"sudo apt-get install {packages}, in a venv made with --system-site-packages "
                      "(deploy/setup-jetson.sh)", details)
     if facts.has_gpu:
         return Check("TensorRT", WARN, "not installed: edge-run falls back to ONNX Runtime",

@@ -37,7 +37,7 @@ def ensure_release(dist: str, version: str) -> Path:
     def fetch(work: Path) -> None:
         proc = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "download", "-q",
                                "--only-binary=:all:", f"{dist}=={version}", "-d", str(work / "wheel")],
-                              capture_output=True, text=True, timeout=600, check=False)
+                              capture_output=True, text=True, timeout=300, check=False)
         wheels = sorted((work / "wheel").glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             raise Unavailable(f"cannot download {dist}=={version} for this Python from the package index: "

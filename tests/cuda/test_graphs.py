@@ -189,6 +189,7 @@ def real_release(request, tmp_path_factory):
 
 
 @pytest.mark.cuda_python_real
+@pytest.mark.timeout(1800)  # the first run downloads the cuda-python releases
 def test_edge_cuda_graph_calls_bind_to_the_real_release(real_release):
     """load_graph_api picks the release's module; every call edge.cuda makes exists there and binds to its
     documented signature with arguments of the documented types."""
@@ -201,6 +202,7 @@ def test_edge_cuda_graph_calls_bind_to_the_real_release(real_release):
 
 
 @pytest.mark.cuda_python_real
+@pytest.mark.timeout(1800)  # the first run downloads the cuda-python releases
 def test_the_cuda_python_standin_offers_only_what_the_real_release_has(real_release):
     drv, st = make_pycuda()
     module, _ = make_cuda_python(st, real_release["version"])

@@ -25,7 +25,8 @@ import pytest
 from tests.cuda import real_pycuda
 from tests.paths import REPO
 
-pytestmark = pytest.mark.pycuda_real
+# the first run builds PyCUDA from its sdist (minutes on a loaded 2-core CPU): more than the default per-test limit
+pytestmark = [pytest.mark.pycuda_real, pytest.mark.timeout(1800)]
 
 CUDA_PY = REPO / "edge" / "cuda.py"
 #: dunders a caller may rely on (``int(allocation)``): checked like public names

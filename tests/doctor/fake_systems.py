@@ -73,6 +73,7 @@ def fake_jetson(root: Path, release: str = ORIN_RELEASE, model: str = "NVIDIA Je
     bin_dir.mkdir(exist_ok=True)
     return SystemPaths(
         tegra_release=str(root / "etc/nv_tegra_release"), device_tree_model=str(root / "proc/device-tree/model"),
+        jetson_model_file=str(root / "tmp/nv_jetson_model"),
         dev_dir=str(root / "dev"), sysfs=str(root / "sys"), proc=str(root / "proc"),
         cuda_home=str(root / "usr/local/cuda"), lib_dirs=(str(root / "usr/lib/aarch64-linux-gnu/tegra"),),
         nvargus_paths=(str(root / "usr/sbin/nvargus-daemon"),), disk_path=str(root),
@@ -88,6 +89,7 @@ def fake_desktop(root: Path) -> SystemPaths:
     (root / "bin").mkdir(parents=True, exist_ok=True)
     return SystemPaths(
         tegra_release=str(root / "etc/nv_tegra_release"), device_tree_model=str(root / "proc/device-tree/model"),
+        jetson_model_file=str(root / "tmp/nv_jetson_model"),
         dev_dir=str(root / "dev"), sysfs=str(root / "sys"), proc=str(root / "proc"),
         cuda_home=str(root / "usr/local/cuda"), lib_dirs=(str(root / "lib"),), nvargus_paths=(),
         disk_path=str(root), environ={"DISPLAY": ":0", "PATH": "/nonexistent"}, run=script_runner(root / "bin"),

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from edge.doctor.facts import (
+    detect_platform,
     jetpack_for_l4t,
+    jetpack_stack,
     opencv_build_facts,
     parse_cuda_version,
     parse_nvpmodel,
@@ -17,7 +19,7 @@ from edge.doctor.facts import (
     read_meminfo,
     v4l2_devices,
 )
-from tests.doctor.fake_systems import fake_jetson, write
+from tests.doctor.fake_systems import fake_desktop, fake_jetson, write
 
 
 def test_readers_parse_the_files_jetpack_writes(tmp_path):
@@ -59,3 +61,44 @@ def test_opencv_build_facts_from_the_real_build_information():
     assert opencv_build_facts(jetpack_like) == {"gstreamer": True, "ffmpeg": True, "gui": "GTK2", "cuda": True}
     pip_like = "    GStreamer:                   NO\n  GUI:                           NONE\n"
     assert opencv_build_facts(pip_like)["gstreamer"] is False
+
+
+@pytest.mark.parametrize("release,trt,cuda,python", [
+    ("35.1.0", "8.4", "11.4", (3, 8)),
+    ("35.4.1", "8.5", "11.4", (3, 8)),
+    ("35.6.1", "8.5", "11.4", (3, 8)),
+    ("36.2.0", "8.6", "12.2", (3, 10)),  # JetPack 6.0 DP
+    ("36.3.0", "8.6", "12.2", (3, 10)),  # JetPack 6.0: TensorRT 8, although L4T 36
+    ("36.4.0", "10.3", "12.6", (3, 10)),  # JetPack 6.1
+    ("36.4.3", "10.3", "12.6", (3, 10)),  # JetPack 6.2
+])
+def test_jetpack_stack_follows_the_l4t_release_not_its_major(release, trt, cuda, python):
+    stack = jetpack_stack(release)
+    assert stack is not None
+    assert (stack.tensorrt, stack.cuda, stack.python) == (trt, cuda, python)
+    major = trt.split(".")[0]
+    assert stack.tensorrt_packages == [f"libnvinfer{major}", f"libnvinfer-plugin{major}", f"libnvonnxparsers{major}",
+                                       "python3-libnvinfer"]
+    v = cuda.replace(".", "-")
+    assert stack.cuda_packages == [f"cuda-nvcc-{v}", f"cuda-cudart-dev-{v}", f"libcurand-dev-{v}"]
+
+
+def test_jetpack_stack_is_unknown_outside_jetpack_5_and_6():
+    assert jetpack_stack("32.7.1") is None and jetpack_stack("38.2.0") is None and jetpack_stack("garbage") is None
+
+
+def test_in_a_container_the_model_comes_from_the_hosts_copy(tmp_path):
+    """Containers mask /proc/device-tree/model; the host's copy is mounted at /tmp/nv_jetson_model."""
+    paths = fake_jetson(tmp_path)
+    (tmp_path / "proc/device-tree/model").unlink()
+    assert detect_platform(paths).model is None
+    write(tmp_path / "tmp/nv_jetson_model", "NVIDIA Jetson AGX Orin Developer Kit\0")
+    facts = detect_platform(paths)
+    assert facts.model == "NVIDIA Jetson AGX Orin Developer Kit" and facts.is_jetson
+    # without the mounted release file the copy alone still says it is a Jetson
+    (tmp_path / "etc/nv_tegra_release").unlink()
+    assert detect_platform(paths).is_jetson
+    # on the host the device tree wins over a stale copy
+    write(tmp_path / "proc/device-tree/model", "NVIDIA Jetson Orin Nano Developer Kit\0")
+    assert detect_platform(paths).model == "NVIDIA Jetson Orin Nano Developer Kit"
+    assert detect_platform(fake_desktop(tmp_path / "desktop")).model is None

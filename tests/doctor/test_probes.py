@@ -14,8 +14,10 @@ from typing import Sequence, Tuple
 from edge.doctor.facts import detect_platform
 from edge.doctor.probes import collect_report, probe_python
 from edge.doctor.report import FAIL, OK, SKIP, WARN
+from edge.errors import MissingDependencyError
 from tests.doctor.fake_systems import (
     NANO_RELEASE,
+    ORIN_RELEASE,
     XAVIER_RELEASE,
     checks_of,
     fake_desktop,
@@ -68,6 +70,49 @@ def test_jetson_without_nvpmodel_or_cuda_runtime(tmp_path):
     c = checks_of(collect_report(paths, trt_module=make_tensorrt("10.3.0")))
     assert c["power mode / clocks"].status == WARN and "nvpmodel" in c["power mode / clocks"].summary
     assert c["CUDA"].status == FAIL and "nvidia-cuda-dev" in c["CUDA"].fix
+
+
+# --- JetPack 6.0: L4T 36, TensorRT 8.6 ----------------------------------------------------------------
+
+JP60_RELEASE = ORIN_RELEASE.replace("REVISION: 4.0", "REVISION: 3.0")
+
+
+def _no_tensorrt():
+    raise MissingDependencyError("tensorrt", "building and running TensorRT engines", "install JetPack's")
+
+
+def test_jetpack_6_0_is_tensorrt_8_and_cuda_12_2(tmp_path, monkeypatch):
+    """L4T 36.3 (JetPack 6.0) ships TensorRT 8.6 and CUDA 12.2: the hints name its packages, not 10's."""
+    paths = fake_jetson(tmp_path, release=JP60_RELEASE)
+    (tmp_path / "usr/local/cuda/targets/aarch64-linux/lib/libcudart.so.12").unlink()
+    monkeypatch.setattr("edge.trt.api.load_tensorrt", _no_tensorrt)
+    c = checks_of(collect_report(paths))
+    l4t = c["L4T / JetPack"]
+    assert l4t.summary == "L4T 36.3.0 = JetPack 6.0"
+    assert (l4t.details["tensorrt"], l4t.details["cuda"], l4t.details["python"]) == ("8.6", "12.2", "3.10")
+    trt = c["TensorRT"]
+    assert trt.status == FAIL and "libnvinfer-plugin8" in trt.fix and "libnvinfer-plugin10" not in trt.fix
+    assert "TensorRT 8.6" in trt.fix
+    cuda = c["CUDA"]
+    assert cuda.status == FAIL and "cuda-nvcc-12-2 cuda-cudart-dev-12-2 libcurand-dev-12-2" in cuda.fix
+    assert "apt-get install nvidia-cuda-dev" not in cuda.fix
+
+
+def test_jetpack_6_1_hints_name_tensorrt_10_and_cuda_12_6(tmp_path, monkeypatch):
+    monkeypatch.setattr("edge.trt.api.load_tensorrt", _no_tensorrt)
+    paths = fake_jetson(tmp_path)
+    (tmp_path / "usr/local/cuda/targets/aarch64-linux/lib/libcudart.so.12").unlink()
+    c = checks_of(collect_report(paths))
+    assert c["L4T / JetPack"].details["tensorrt"] == "10.3"
+    assert "libnvinfer-plugin10" in c["TensorRT"].fix and "cuda-nvcc-12-6" in c["CUDA"].fix
+
+
+def test_platform_in_a_container_reads_the_hosts_model_copy(tmp_path):
+    paths = fake_jetson(tmp_path)
+    (tmp_path / "proc/device-tree/model").unlink()
+    write(tmp_path / "tmp/nv_jetson_model", "NVIDIA Jetson AGX Orin Developer Kit\0")
+    c = checks_of(collect_report(paths, trt_module=make_tensorrt("10.3.0")))
+    assert c["platform"].status == OK and "AGX Orin" in c["platform"].summary
 
 
 # --- a JetPack 5 Xavier, and older/newer TensorRT ----------------------------------------------------

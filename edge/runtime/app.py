@@ -4,6 +4,10 @@
 the bundled model when none is given), the source (``edge.runtime.sources``), the sinks (window, video
 file, detections JSON lines, MJPEG server), runs ``edge.runtime.pipeline.Pipeline`` until the source ends,
 ``max_frames`` or a signal (SIGTERM finishes the run like Ctrl-C: outputs finalized), and writes the stats.
+
+Outputs are checked before the model or the source is opened (``check_outputs``: a folder given as a
+file, a missing or read-only folder, a full disk). A sink that fails during the run is recorded in the
+stats and makes the exit status 2.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
+from edge.artifacts import check_output_path
 from edge.bundled import bundled_model
 from edge.errors import EdgeError
 from edge.runtime.open_model import inference_plan, open_backend
@@ -73,6 +78,16 @@ def _source_spec(opts: RunOptions) -> Any:
     return camera_spec(opts.camera if opts.camera is not None else 0)
 
 
+def check_outputs(opts: RunOptions) -> None:
+    """Refuse outputs that cannot be written, before the model and the source are opened: each of
+    --output, --detections-out, --stats-json must name a file (not a folder) in an existing, writable
+    folder on a disk with space (``edge.artifacts.check_output_path``: OutputError naming the cause)."""
+    for flag, path in (("--output", opts.output), ("--detections-out", opts.detections_out),
+                       ("--stats-json", opts.stats_json)):
+        if path:
+            check_output_path(path, flag)
+
+
 def build_sinks(opts: RunOptions, class_names: List[str], fps: float, stats: Any,
                 announce: Callable[[str], None] = log.info) -> List[Any]:
     sinks: List[Any] = []
@@ -101,11 +116,13 @@ def build_sinks(opts: RunOptions, class_names: List[str], fps: float, stats: Any
 
 def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> int:
     """Open the model and the source, run the pipeline to the end, write the stats; the exit status:
-    0 (the source ended or ``max_frames`` reached), 1 (capture error), 130 (interrupted).
+    0 (the source ended or ``max_frames`` reached), 1 (capture error), 2 (an output failed: named in the
+    log and in the stats' ``output_errors``), 130 (interrupted).
 
     ``announce`` receives the lines a user watches for (the live page's URL, the run summary).
     """
     opts.validate()
+    check_outputs(opts)
     spec = _source_spec(opts)
     model = Path(opts.model) if opts.model else bundled_model()
     plan = inference_plan(model, opts.backend, live=spec.live, workers=opts.infer_workers, threads=opts.threads,
@@ -137,6 +154,8 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
         stats.write_json(opts.stats_json)
         log.info("wrote %s", opts.stats_json)
     reason = stats.meta.get("end_reason", "")
+    if stats.output_errors:
+        return 2
     if reason.startswith("capture error"):
         return 1
     return 130 if reason.startswith("interrupted") else 0

@@ -23,7 +23,9 @@
   pixels back to frame pixels (``LetterboxParams.to_source``), optional extra score threshold.
 * draw: boxes, labels, scores and FPS drawn in place on the frame.
 * sink: every sink in turn (window, video file, JSON lines, MJPEG); encoding happens here or in the
-  MJPEG server's own thread, never in the inference thread.
+  MJPEG server's own thread, never in the inference thread. A sink that cannot write (``OutputError``:
+  a full disk) is dropped from the run and recorded in ``stats.output_errors``; the other sinks go on,
+  and the run stops when none is left.
 * priorities: every stage thread but infer lowers its own nice value by ``host_nice`` (Linux), so on a
   small CPU the inference threads preempt host work instead of waiting for it (``edge.runtime.priority``).
 
@@ -42,7 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edge.errors import EdgeError, ModelError
+from edge.errors import EdgeError, ModelError, OutputError
 from edge.model_input import Preprocessor
 from edge.runtime.backend import Backend
 from edge.runtime.draw import Drawer
@@ -106,6 +108,7 @@ class PipelineConfig:
         return self
 
 
+
 _STOP = object()
 
 
@@ -167,6 +170,7 @@ class Pipeline:
         self._infer_lock = threading.Lock()  # the infer tracker and counter, shared by the workers
         self._workers_ready = 0
         self._workers_running = workers
+        self._active_sinks = list(self.sinks)  # the sinks still written to (a failed one leaves)
         self.capture: Optional[CaptureThread] = None
 
     # -- control ---------------------------------------------------------------------------------
@@ -389,12 +393,25 @@ class Pipeline:
             self.drawer.draw(packet.frame, packet.boxes, packet.scores, packet.classes, fps=fps)
 
     def _sink(self, packet: FramePacket) -> None:
-        for sink in self.sinks:
-            sink.write(packet)
+        for sink in self._active_sinks:
+            try:
+                sink.write(packet)
+            except OutputError as exc:
+                self._output_failed(sink, exc)
+                continue
             if sink.wants_stop:
                 self.stop(f"stopped from the {sink.name} sink")
         self.stats.frame_out(packet.capture_ts)
         self._release(packet)
+
+    def _output_failed(self, sink: Sink, exc: OutputError) -> None:
+        """A sink could not write (it removed its partial file): say so once, record it, feed it no more;
+        with no sink left the run stops."""
+        log.error("%s", exc)
+        self.stats.output_failed(sink.name, exc)
+        self._active_sinks = [s for s in self._active_sinks if s is not sink]
+        if not self._active_sinks:
+            self.stop(f"output failed ({exc.cause})")
 
     # -- run -------------------------------------------------------------------------------------
     def run(self) -> RunStats:
@@ -487,6 +504,9 @@ class Pipeline:
         for sink in self.sinks:
             try:
                 sink.close()
+            except OutputError as exc:  # finalizing failed (a full disk, the rename): recorded, run fails
+                log.error("%s", exc)
+                self.stats.output_failed(sink.name, exc)
             except Exception as exc:  # noqa: BLE001 - close every sink even if one fails
                 log.error("closing %s sink failed: %s", sink.name, exc)
 

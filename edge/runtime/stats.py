@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -102,6 +102,12 @@ class RunStats:
     last_out: Optional[float] = None
     stopped: Optional[float] = None
     meta: Dict[str, Any] = field(default_factory=dict)
+    output_errors: List[Dict[str, Any]] = field(default_factory=list)
+
+    def output_failed(self, output: str, exc: Any) -> None:
+        """Record an output that failed (``exc``: an ``edge.errors.OutputError``): its sink, path, cause."""
+        self.output_errors.append({"output": output, "path": getattr(exc, "path", ""),
+                                   "cause": getattr(exc, "cause", type(exc).__name__), "error": str(exc)})
 
     def start(self) -> None:
         self.started = time.perf_counter()
@@ -157,13 +163,15 @@ class RunStats:
             "steady_fps": round(self.steady_fps, 3),
             "stages_ms": {name: t.summary() for name, t in self.stages.items() if t.count},
             "glass_to_glass_ms": self.glass_to_glass.summary(),
+            "output_errors": [dict(e) for e in self.output_errors],
             **({"meta": self.meta} if self.meta else {}),
         }
 
     def write_json(self, path: Union[str, Path]) -> Path:
+        """Write ``to_dict`` atomically (``edge.errors.OutputError`` when the disk refuses it)."""
         from edge.artifacts import atomic_write_json
 
-        atomic_write_json(path, self.to_dict())
+        atomic_write_json(path, self.to_dict(), what="--stats-json")
         return Path(path)
 
     def format_line(self) -> str:
@@ -190,4 +198,5 @@ class RunStats:
             lines.append(f"{name:<12}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['mean_ms']:>9.2f}")
         g = d["glass_to_glass_ms"]
         lines.append(f"{'glass2glass':<12}{g['p50_ms']:>9.2f}{g['p99_ms']:>9.2f}{g['mean_ms']:>9.2f}")
+        lines += [f"FAILED output {e['output']}: {e['error']}" for e in self.output_errors]
         return "\n".join(lines)

@@ -26,6 +26,8 @@
   MJPEG server's own thread, never in the inference thread. A sink that cannot write (``OutputError``:
   a full disk) is dropped from the run and recorded in ``stats.output_errors``; the other sinks go on,
   and the run stops when none is left.
+* accounting: every captured frame ends inferred, dropped (a live source's stale frame) or discarded (in
+  flight before inference when the run stopped): ``captured == inferred + dropped + discarded``.
 * priorities: every stage thread but infer lowers its own nice value by ``host_nice`` (Linux), so on a
   small CPU the inference threads preempt host work instead of waiting for it (``edge.runtime.priority``).
 
@@ -259,15 +261,20 @@ class Pipeline:
                 buf = self._take_input_buffer()
                 if buf is None:
                     self.frame_pool.release(item.frame)
+                    self.stats.counters.add("discarded")
                     return
                 t0 = time.perf_counter()
                 packet = FramePacket(item.index, item.frame, item.timestamp, seq=taken,  # type: ignore[arg-type]
                                      input=buf)
-                packet.params = self.preprocessor(packet.frame, buf)
+                try:
+                    packet.params = self.preprocessor(packet.frame, buf)
+                except BaseException:
+                    self._discard(packet)
+                    raise
                 tracker.add(time.perf_counter() - t0)
                 taken += 1
                 if not self._put(self._queues[0], packet):
-                    self._release(packet)
+                    self._discard(packet)
                     return
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             self._fail(exc)
@@ -319,15 +326,24 @@ class Pipeline:
                 self._put(q_out, _STOP)
             self._drain(q_in)
 
-    def _drain(self, q: "queue.Queue[Any]") -> None:
-        """Give back the buffers of packets left in ``q`` (after an abort; empty after a normal end)."""
+    def _drain(self, q: "queue.Queue[Any]", *, discard: bool = False) -> None:
+        """Give back the buffers of packets left in ``q`` (after an abort; empty after a normal end);
+        ``discard``: they were never inferred (counted in ``discarded``)."""
         while True:
             try:
                 leftover = q.get_nowait()
             except queue.Empty:
                 break
             if isinstance(leftover, FramePacket):
-                self._release(leftover)
+                if discard:
+                    self._discard(leftover)
+                else:
+                    self._release(leftover)
+
+    def _discard(self, packet: FramePacket) -> None:
+        """A captured frame that will never be inferred (the run stopped or failed): released, counted."""
+        self._release(packet)
+        self.stats.counters.add("discarded")
 
     def _infer_loop(self) -> None:
         """One inference worker (``infer_workers`` of them share the preprocess queue). The last worker to
@@ -344,7 +360,7 @@ class Pipeline:
                 try:
                     packet.detections = self.backend.infer(packet.input)  # type: ignore[arg-type]
                 except BaseException:
-                    self._release(packet)
+                    self._discard(packet)
                     raise
                 elapsed = time.perf_counter() - t0
                 self._input_free.put(packet.input)  # type: ignore[arg-type]
@@ -365,7 +381,7 @@ class Pipeline:
                 last = self._workers_running == 0
             if last:
                 self._put(q_out, _STOP)
-                self._drain(q_in)
+                self._drain(q_in, discard=True)
 
     def _infer_setup(self) -> None:
         """On an inference thread, before any frame: bind the backend (CUDA context) and warm it up; the
@@ -496,6 +512,8 @@ class Pipeline:
             t.join(max(0.0, deadline - time.perf_counter()))
         if self.capture is not None:
             self.capture.join(max(0.1, deadline - time.perf_counter()))
+            if not self.capture.alive:  # frames it captured that preprocess never took
+                self.capture.discard_pending()
         stuck = [t.name for t in threads if t.is_alive()]
         if stuck:
             log.warning("threads still running at exit: %s", ", ".join(stuck))

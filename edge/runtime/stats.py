@@ -6,6 +6,7 @@ fixed-size ring (no allocation per sample); each is written by one stage thread 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,16 +78,27 @@ class FpsMeter:
 
 @dataclass
 class Counters:
-    """Frames counted at each point. ``dropped``: stale live frames replaced before the pipeline took them."""
+    """Frames counted at each point. ``dropped``: stale live frames replaced before the pipeline took them.
+    ``discarded``: frames captured but in flight when the run stopped (a frame a live source delivered
+    after the last one taken, frames queued before inference when a run is stopped or aborted), so that
+    ``captured == inferred + dropped + discarded`` once the run is over. Counters written by more than
+    one thread go through ``add``."""
 
     captured: int = 0
     inferred: int = 0
     dropped: int = 0
+    discarded: int = 0
     written: int = 0
     detections: int = 0
     capture_timeouts: int = 0
     capture_errors: int = 0
     reopens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (thread-safe)."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
 
 
 @dataclass
@@ -152,6 +164,7 @@ class RunStats:
                 "captured": c.captured,
                 "inferred": c.inferred,
                 "dropped": c.dropped,
+                "discarded": c.discarded,
                 "written": c.written,
                 "capture_timeouts": c.capture_timeouts,
                 "capture_errors": c.capture_errors,
@@ -189,7 +202,7 @@ class RunStats:
         f = d["frames"]
         lines = [
             f"frames: captured {f['captured']}, inferred {f['inferred']}, written {f['written']}, "
-            f"dropped {f['dropped']}",
+            f"dropped {f['dropped']}" + (f", discarded {f['discarded']}" if f["discarded"] else ""),
             f"end-to-end: {d['e2e_fps']:.1f} FPS over {d['elapsed_s']:.2f} s "
             f"(steady {d['steady_fps']:.1f} FPS), {d['detections']} detections",
             f"{'stage':<12}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}",

@@ -1,5 +1,5 @@
-"""No silent loss at run time (issue 13): every sink's write checked, and outputs refused before the run
-when they cannot be written.
+"""No silent loss at run time (issue 13): every sink's write checked, outputs refused before the run when
+they cannot be written, and counters that add up at shutdown.
 
 Real components throughout: OpenCV video writers, files on real small tmpfs disks (``tests.disks``), the
 ``edge-run`` command in-process and as a subprocess receiving real signals, the synthetic red-box ONNX
@@ -14,17 +14,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 import cv2
 import numpy as np
 import pytest
 
 from edge.errors import OutputError
-from edge.runtime.pipeline import FramePacket
-from edge.runtime.sinks import JsonLinesSink, VideoFileSink, partial_path
+from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend, OrtOptions
+from edge.runtime.pipeline import FramePacket, Pipeline, PipelineConfig
+from edge.runtime.sinks import JsonLinesSink, Sink, VideoFileSink, partial_path
+from edge.runtime.sources import TestPatternSource, parse_source
 from edge.runtime.synthetic import red_box_model
 from tests.disks import fill, small_disk
 from tests.paths import REPO
@@ -61,6 +64,10 @@ def _edge_run(*args: str) -> int:
     return main([*args, "--headless", "--threads", "1", "--log-every", "0"])
 
 
+def _frames_add_up(frames: Dict[str, int]) -> bool:
+    return frames["captured"] == frames["inferred"] + frames["dropped"] + frames.get("discarded", 0)
+
+
 # -- 1. a full disk while writing --output ------------------------------------------------------------
 
 
@@ -79,7 +86,7 @@ def test_full_disk_under_the_video_fails_the_run_and_keeps_the_other_outputs(mod
     assert len(dets.read_text().splitlines()) == 240  # the other sink went on to the end
     s = json.loads(stats.read_text())
     assert [(e["output"], e["path"], e["cause"]) for e in s["output_errors"]] == [("video", str(out), "ENOSPC")]
-    assert s["frames"]["written"] == 240
+    assert s["frames"]["written"] == 240 and _frames_add_up(s["frames"])
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])
@@ -169,7 +176,7 @@ def test_detections_out_on_a_full_disk_is_one_line_and_the_stats_record_it(model
     assert any(str(out) in m and "ENOSPC" in m for m in _errors(caplog)), caplog.text
     s = json.loads(stats.read_text())
     assert s["output_errors"][0]["cause"] == "ENOSPC" and s["meta"]["end_reason"] == "output failed (ENOSPC)"
-    assert s["frames"]["written"] < 5000
+    assert s["frames"]["written"] < 5000 and _frames_add_up(s["frames"])
 
 
 def _popen_run(model: Path, cwd: Path, *args: str) -> subprocess.Popen:
@@ -277,3 +284,83 @@ def test_output_on_a_read_only_disk_is_refused_before_the_run(model, tmp_path, c
     assert rc == 2
     assert any(f"--output {disk / 'o.avi'}" in m and "EROFS" in m for m in _errors(caplog)), caplog.text
     assert "end-to-end" not in caplog.text
+
+
+# -- 8. counters add up at shutdown -------------------------------------------------------------------
+
+
+class SlowSink(Sink):
+    """A sink slower than the source, so frames queue up before inference (in flight at the stop)."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def write(self, packet: Any) -> None:
+        time.sleep(self.seconds)
+
+
+@pytest.mark.parametrize("uri", ["test://160x120", "test://160x120?live=1&fps=400"])
+def test_counters_add_up_after_a_stop_from_another_thread(model, uri):
+    backend = OnnxRuntimeBackend(model, OrtOptions(threads=1))
+    pipe = Pipeline(TestPatternSource(parse_source(uri)), backend, [SlowSink(0.01)],
+                    PipelineConfig(log_every_s=0, infer_workers=1))
+
+    def stop_after_frames() -> None:
+        deadline = time.perf_counter() + 60
+        while pipe.stats.counters.written < 12 and time.perf_counter() < deadline:
+            time.sleep(0.005)
+        pipe.stop()
+
+    threading.Thread(target=stop_after_frames, daemon=True).start()
+    frames = pipe.run().to_dict()["frames"]
+    backend.close()
+    assert frames["written"] >= 12 and frames.get("discarded", 0) > 0, frames  # frames were in flight
+    assert _frames_add_up(frames), frames
+    assert pipe.frame_pool.available == pipe.frame_pool.count  # every buffer came back
+
+
+class FailingSink(Sink):
+    name = "failing"
+
+    def write(self, packet: Any) -> None:
+        if packet.index == 8:
+            raise RuntimeError("sink broke")
+
+
+class SlowInference(OnnxRuntimeBackend):
+    """The real backend, 10 ms slower: frames wait before inference when the run aborts."""
+
+    def infer(self, images: Any) -> Any:
+        time.sleep(0.01)
+        return super().infer(images)
+
+
+def test_counters_add_up_after_a_failed_run(model):
+    backend = SlowInference(model, OrtOptions(threads=1))
+    pipe = Pipeline(TestPatternSource(parse_source("test://160x120")), backend, [FailingSink()],
+                    PipelineConfig(log_every_s=0))
+    with pytest.raises(RuntimeError, match="sink broke"):
+        pipe.run()
+    backend.close()
+    frames = pipe.stats.to_dict()["frames"]
+    assert frames.get("discarded", 0) > 0 and _frames_add_up(frames), frames
+
+
+@pytest.mark.parametrize("sig, rc", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_counters_add_up_in_the_stats_file_after_a_signal(model, tmp_path, sig, rc):
+    stats, video = tmp_path / "s.json", tmp_path / "o.avi"
+    proc = _popen_run(model, tmp_path, "--source", "test://320x240?live=1&fps=1000", "--output", str(video),
+                      "--stats-json", str(stats))
+    try:
+        _wait_for(partial_path(video), proc)
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        output = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == rc, output
+    frames = json.loads(stats.read_text())["frames"]
+    assert frames["dropped"] > 0 and _frames_add_up(frames), frames

@@ -6,8 +6,9 @@ file, detections JSON lines, MJPEG server), runs ``edge.runtime.pipeline.Pipelin
 ``max_frames`` or a signal (SIGTERM finishes the run like Ctrl-C: outputs finalized), and writes the stats.
 
 Outputs are checked before the model or the source is opened (``check_outputs``: a folder given as a
-file, a missing or read-only folder, a full disk). A sink that fails during the run is recorded in the
-stats and makes the exit status 2.
+file, a missing or read-only folder, a full disk). From the first Ctrl-C or SIGTERM to the stats file
+written, further signals only say that the run is finishing: a second Ctrl-C does not lose the outputs or
+the stats. A sink that fails during the run is recorded in the stats and makes the exit status 2.
 """
 
 from __future__ import annotations
@@ -133,26 +134,27 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
     log.info("inference: %s", plan.describe())
     backend = open_backend(model, opts.backend, threads=plan.threads, spin=False,
                            cuda_graph=opts.cuda_graph, check_key=not opts.no_engine_check)
+    saved = None
     try:
-        fmt = backend.input_format
-        source = open_source(spec, target_hw=(fmt.height, fmt.width), decode_threads=plan.decode_threads)
-        source.open()  # a missing camera or file fails here, before any thread starts
-        log.info("source: %s%s", source.describe(), " (live: latest frame only)" if source.live else "")
-        stats = RunStats()
-        stats.meta.update({"model": str(model), "source": spec.uri})
-        sinks = build_sinks(opts, backend.info.class_names, source.fps or 30.0, stats, announce)
-        pipeline = Pipeline(source, backend, sinks, config, stats=stats, source_opened=True)
-        got_term = _install_sigterm(pipeline)
         try:
+            fmt = backend.input_format
+            source = open_source(spec, target_hw=(fmt.height, fmt.width), decode_threads=plan.decode_threads)
+            source.open()  # a missing camera or file fails here, before any thread starts
+            log.info("source: %s%s", source.describe(), " (live: latest frame only)" if source.live else "")
+            stats = RunStats()
+            stats.meta.update({"model": str(model), "source": spec.uri})
+            sinks = build_sinks(opts, backend.info.class_names, source.fps or 30.0, stats, announce)
+            pipeline = Pipeline(source, backend, sinks, config, stats=stats, source_opened=True)
+            saved = _install_signals(pipeline)
             stats = pipeline.run()
         finally:
-            _restore_sigterm(got_term)
+            backend.close()
+        announce(stats.format_summary())
+        if opts.stats_json:
+            stats.write_json(opts.stats_json)
+            log.info("wrote %s", opts.stats_json)
     finally:
-        backend.close()
-    announce(stats.format_summary())
-    if opts.stats_json:
-        stats.write_json(opts.stats_json)
-        log.info("wrote %s", opts.stats_json)
+        _restore_signals(saved)  # only now: a second Ctrl-C must not cut the outputs or the stats short
     reason = stats.meta.get("end_reason", "")
     if stats.output_errors:
         return 2
@@ -161,17 +163,26 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
     return 130 if reason.startswith("interrupted") else 0
 
 
-def _install_sigterm(pipeline: Any) -> Optional[Any]:
-    """SIGTERM (systemd stop, docker stop) finishes the run cleanly like Ctrl-C: outputs finalized."""
+def _install_signals(pipeline: Any) -> Optional[Any]:
+    """SIGTERM (systemd stop, docker stop) and Ctrl-C (SIGINT) finish the run cleanly: frames in flight
+    completed, outputs finalized, stats written. Until the previous handlers come back (after the stats),
+    a second signal only says the run is finishing: it must not cut the finalization short."""
     if threading.current_thread() is not threading.main_thread():
         return None
+    reasons = {signal.SIGTERM: "terminated (SIGTERM)", signal.SIGINT: "interrupted (Ctrl-C)"}
 
     def handler(signum: int, frame: Any) -> None:
-        pipeline.stop("terminated (SIGTERM)")
+        if pipeline.stopping:
+            log.warning("already stopping: finishing the outputs and the stats (Ctrl-\\ quits at once, losing "
+                        "them)")
+            return
+        log.warning("%s: finishing the frames in flight and closing outputs", reasons[signum].split(" ")[0])
+        pipeline.request_stop(reasons[signum])
 
-    return (signal.signal(signal.SIGTERM, handler),)
+    return {sig: signal.signal(sig, handler) for sig in reasons}
 
 
-def _restore_sigterm(saved: Optional[Any]) -> None:
+def _restore_signals(saved: Optional[Any]) -> None:
     if saved is not None:
-        signal.signal(signal.SIGTERM, saved[0])
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)

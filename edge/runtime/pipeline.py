@@ -157,6 +157,7 @@ class Pipeline:
         self.preprocessor = Preprocessor(fmt)
         self._source_opened = source_opened
         self._stop = threading.Event()
+        self._requested = ""  # a stop asked for by a signal handler (request_stop)
         self._abort = threading.Event()
         self._errors: List[BaseException] = []
         self._ready = threading.Event()
@@ -183,9 +184,18 @@ class Pipeline:
             self._end(reason)
         self._stop.set()
 
+    def request_stop(self, reason: str) -> None:
+        """``stop`` for a signal handler: takes no lock (the interrupted main thread may hold the one
+        ``stop`` needs); ``run`` acts on it within 0.1 s."""
+        self._requested = self._requested or reason
+
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop.is_set() or bool(self._requested)
+
+    def _poll_request(self) -> None:
+        if self._requested and not self._stop.is_set():
+            self.stop(self._requested)
 
     def _end(self, reason: str) -> None:
         """Record why the run ended; the first reason wins (a stop request outranks the END it causes)."""
@@ -462,6 +472,7 @@ class Pipeline:
         for t in infer_threads:
             t.start()
         while not self._ready.wait(0.1):
+            self._poll_request()
             if not any(t.is_alive() for t in infer_threads):
                 break
         if self._errors:  # binding or warming up the backend failed: nothing ran, release everything
@@ -479,7 +490,8 @@ class Pipeline:
         try:
             sink_thread = threads[-1]
             while sink_thread.is_alive():
-                sink_thread.join(timeout=0.2)
+                sink_thread.join(timeout=0.1)
+                self._poll_request()
                 now = time.perf_counter()
                 if now >= next_log:
                     log.info("%s", self.stats.format_line())

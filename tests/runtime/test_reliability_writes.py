@@ -1,5 +1,5 @@
 """No silent loss at run time (issue 13): every sink's write checked, outputs refused before the run when
-they cannot be written, and counters that add up at shutdown.
+they cannot be written, counters that add up at shutdown, and a double Ctrl-C that keeps the stats.
 
 Real components throughout: OpenCV video writers, files on real small tmpfs disks (``tests.disks``), the
 ``edge-run`` command in-process and as a subprocess receiving real signals, the synthetic red-box ONNX
@@ -364,3 +364,31 @@ def test_counters_add_up_in_the_stats_file_after_a_signal(model, tmp_path, sig, 
     assert proc.returncode == rc, output
     frames = json.loads(stats.read_text())["frames"]
     assert frames["dropped"] > 0 and _frames_add_up(frames), frames
+
+
+# -- 12. a double Ctrl-C keeps the stats and the outputs ----------------------------------------------
+
+
+def test_ctrl_c_pressed_again_and_again_still_finalizes_outputs_and_writes_the_stats(model, tmp_path):
+    stats, video = tmp_path / "s.json", tmp_path / "o.mp4"
+    proc = _popen_run(model, tmp_path, "--source", "test://320x240?live=1&fps=60", "--output", str(video),
+                      "--stats-json", str(stats))
+    try:
+        _wait_for(partial_path(video), proc)
+        time.sleep(0.3)
+        deadline = time.time() + 60
+        while proc.poll() is None and not stats.exists() and time.time() < deadline:
+            proc.send_signal(signal.SIGINT)  # the user keeps pressing Ctrl-C
+            time.sleep(0.02)
+        output = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output, output
+    s = json.loads(stats.read_text())
+    assert s["meta"]["end_reason"] == "interrupted (Ctrl-C)"
+    assert video.is_file() and not partial_path(video).exists(), output
+    cap = cv2.VideoCapture(str(video))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == s["frames"]["written"]
+    cap.release()

@@ -11,12 +11,15 @@ One home for what each stage's file is: the model-file suffixes every verb accep
 
 Writes are atomic: data goes to a temporary file in the destination folder, is flushed and fsynced, then
 renamed over the destination. An interrupted write (Ctrl-C, a full disk) leaves the old file or nothing,
-never half a file.
+never half a file; a failed one raises ``edge.errors.OutputError`` naming the path and the cause (ENOSPC,
+EISDIR, EACCES), which the command line reports as one line and exit status 2. ``check_output_path``
+refuses an output that cannot be written before any work starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -25,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Union
 
-from edge.errors import ModelError
+from edge.errors import WRITE_ERRNOS, ModelError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -87,28 +90,57 @@ def sidecar_path(model_path: PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_open(path: PathLike, mode: str = "wb") -> Iterator[Any]:
+def atomic_open(path: PathLike, mode: str = "wb", *, what: str = "") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on clean exit fsync and rename it to ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. A failed write (a full
+    disk, a folder under that name, no permission) raises ``OutputError`` naming ``path`` and the cause;
+    ``what`` is how the user named the file (``--stats-json``), for the message.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', not {mode!r}")
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=str(dest.parent))
+    if dest.is_dir():
+        raise OutputError.from_os_error(dest, IsADirectoryError(errno.EISDIR, "Is a directory"), what=what)
+    tmp = ""
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=str(dest.parent))
         # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask)
         os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
-            yield fh
+            try:
+                yield fh
+            except OSError as exc:  # the caller's own OSErrors pass unless only a write can cause them
+                if exc.errno not in WRITE_ERRNOS:
+                    raise _Passed(exc) from None
+                raise
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
+    except _Passed as passed:
+        _remove(tmp)
+        raise passed.exc from None
+    except OSError as exc:
+        _remove(tmp)
+        raise OutputError.from_os_error(dest, exc, what=what, note=f"{dest.name} was not written") from None
     except BaseException:
+        _remove(tmp)
+        raise
+
+
+class _Passed(Exception):
+    """Carries an OSError of the caller's through ``atomic_open`` unchanged."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+def _remove(tmp: str) -> None:
+    if tmp:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise
 
 
 def _current_umask() -> int:
@@ -117,18 +149,61 @@ def _current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    with atomic_open(path, "wb") as fh:
+def atomic_write_bytes(path: PathLike, data: bytes, *, what: str = "") -> None:
+    with atomic_open(path, "wb", what=what) as fh:
         fh.write(data)
 
 
-def atomic_write_text(path: PathLike, text: str) -> None:
-    with atomic_open(path, "w") as fh:
+def atomic_write_text(path: PathLike, text: str, *, what: str = "") -> None:
+    with atomic_open(path, "w", what=what) as fh:
         fh.write(text)
 
 
-def atomic_write_json(path: PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+def atomic_write_json(path: PathLike, obj: Any, *, what: str = "") -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", what=what)
+
+
+# -- output checks ---------------------------------------------------------------------------------
+
+#: Less free space than this on an output's disk counts as full: a video writer's next flush (FFmpeg
+#: writes in 32 KiB blocks) cannot complete.
+LOW_SPACE_BYTES = 64 * 1024
+
+
+def free_bytes(folder: PathLike) -> int:
+    """Bytes this process can still write on ``folder``'s file system (root may use the reserved blocks)."""
+    st = os.statvfs(folder)
+    blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return int(blocks) * int(st.f_frsize)
+
+
+def check_output_path(path: PathLike, what: str = "", *, make_folder: bool = False) -> Path:
+    """Refuse, before any work, an output that cannot be written: ``path`` is a folder (EISDIR), its
+    folder is missing (ENOENT; with ``make_folder`` the writer creates it, so only the rest is checked
+    when it exists) or not a folder (ENOTDIR), not writable (EACCES, EROFS: a probe file is created and
+    removed), or its disk is full (ENOSPC: under ``LOW_SPACE_BYTES`` free). Writes nothing under
+    ``path``; returns it as a Path."""
+    dest = Path(path)
+    if dest.is_dir():
+        raise OutputError.from_os_error(dest, IsADirectoryError(errno.EISDIR, "Is a directory"), what=what)
+    folder = dest.parent
+    if not folder.exists():
+        if make_folder:
+            return dest
+        raise OutputError(dest, "ENOENT", f"folder {folder} does not exist", "create it first", what=what)
+    if not folder.is_dir():
+        raise OutputError(dest, "ENOTDIR", f"{folder} is a file, not a folder", "check the path", what=what)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".probe", dir=str(folder))
+        os.close(fd)
+        os.unlink(probe)
+        free = free_bytes(folder)
+    except OSError as exc:
+        raise OutputError.from_os_error(dest, exc, what=what) from None
+    if free < LOW_SPACE_BYTES:
+        raise OutputError.from_os_error(dest, OSError(errno.ENOSPC, "No space left on device"), what=what,
+                                        note=f"{free} bytes free")
+    return dest
 
 
 def _json_default(obj: Any) -> Any:

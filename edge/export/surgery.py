@@ -22,6 +22,7 @@ plugin in a custom domain) and one ONNX Runtime run; the sidecar is carried forw
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -436,7 +437,14 @@ def ultralytics_input(model: Any) -> Dict[str, Any]:
 
 def surgery_file(model_path: PathLike, out_path: PathLike, config: SurgeryConfig) -> Dict[str, Any]:
     """Read MODEL.onnx (+ MODEL.json), append NMS, check, write OUT.onnx + OUT.json; returns the sidecar."""
-    from edge.artifacts import atomic_write_bytes, derive_sidecar, read_sidecar, sha256_bytes, write_sidecar
+    from edge.artifacts import (
+        atomic_write_bytes,
+        check_output_path,
+        derive_sidecar,
+        read_sidecar,
+        sha256_bytes,
+        write_sidecar,
+    )
 
     src = Path(model_path)
     dst = Path(out_path)
@@ -444,6 +452,7 @@ def surgery_file(model_path: PathLike, out_path: PathLike, config: SurgeryConfig
         raise EdgeError(f"--out {dst} must end in .onnx (its sidecar goes beside it as {dst.stem}.json)")
     if dst.resolve() == src.resolve():
         raise EdgeError(f"--out {dst} is the input model; write the deploy graph to a new file")
+    check_output_path(dst, "--out", make_folder=True)
     config.validate()
     model = load_model(src)
     base = read_sidecar(src, required=False) or {}
@@ -481,8 +490,13 @@ def surgery_file(model_path: PathLike, out_path: PathLike, config: SurgeryConfig
         updates.update(ultralytics_input(result.model))
     data = result.model.SerializeToString()
     meta = derive_sidecar(src, dst, "surgery", updates)
-    atomic_write_bytes(dst, data)
+    atomic_write_bytes(dst, data, what="--out")
     meta["sha256"] = sha256_bytes(data)
-    write_sidecar(dst, meta)
+    try:
+        write_sidecar(dst, meta)
+    except BaseException:  # a graph without its sidecar is half an output
+        with contextlib.suppress(OSError):
+            dst.unlink()
+        raise
     log.info("wrote %s (%s NMS, K=%d) and its sidecar", dst, config.nms, config.max_detections)
     return read_sidecar(dst) or meta

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import inspect
 import json
 import logging
@@ -46,7 +47,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from edge.errors import DataError, ModelError, import_optional
+from edge.artifacts import LOW_SPACE_BYTES, free_bytes
+from edge.errors import DataError, ModelError, OutputError, import_optional
 from edge.export.export_types import ExportResult, ExportSource, Size, parse_size
 from edge.export.preprocess import (
     INPUT_LAYOUTS,
@@ -354,7 +356,11 @@ def _torch_onnx_export(module: Any, example: Any, path: Path, config: ExportConf
         warnings.simplefilter("always")
         try:
             torch.onnx.export(module, (example,), str(path), **kwargs)
+        except OSError:
+            raise  # writing the file failed: export_graph names the output and the cause
         except Exception as exc:  # the exporter raises many types (RuntimeError, SymbolicValueError, ...)
+            if free_bytes(path.parent) < LOW_SPACE_BYTES:  # a write failure the exporter wrapped
+                raise OSError(errno.ENOSPC, f"No space left on device ({exc})", str(path)) from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"torch.onnx.export failed at opset {config.opset}: {first}; try another --opset "
                              "(17 is the default) or check that forward() traces (no data-dependent Python "
@@ -449,11 +455,14 @@ def export_graph(source: ExportSource, size: Size, out_path: Path, config: Expor
     samples = reference_samples(traced, cases)
     example = _torch().from_numpy(cases[0][1])
 
-    with _temporary_path(out_path.parent, out_path.stem) as tmp:
-        tracer = _torch_onnx_export(traced, example, tmp, config)
-        if tracer:
-            log.debug("%s: %d tracer warning(s), first: %s", what, len(tracer), tracer[0])
-        proto = onnx.load(str(tmp))
+    try:
+        with _temporary_path(out_path.parent, out_path.stem) as tmp:
+            tracer = _torch_onnx_export(traced, example, tmp, config)
+            if tracer:
+                log.debug("%s: %d tracer warning(s), first: %s", what, len(tracer), tracer[0])
+            proto = onnx.load(str(tmp))
+    except OSError as exc:  # the exporter's own file (a full disk, a read-only folder), not the opset
+        raise OutputError.from_os_error(out_path, exc, note=f"{out_path.name} was not written") from None
     if proto.ByteSize() >= 2 ** 31 - 1:  # pragma: no cover - no model here is that large
         raise ModelError(f"{what}: the graph is over 2 GB, which needs ONNX external data; not supported yet")
     _set_metadata(proto, source, config, size)

@@ -4,6 +4,11 @@
 the bundled model when none is given), the source (``edge.runtime.sources``), the sinks (window, video
 file, detections JSON lines, MJPEG server), runs ``edge.runtime.pipeline.Pipeline`` until the source ends,
 ``max_frames`` or a signal (SIGTERM finishes the run like Ctrl-C: outputs finalized), and writes the stats.
+
+Outputs are checked before the model or the source is opened (``check_outputs``: a folder given as a
+file, a missing or read-only folder, a full disk). From the first Ctrl-C or SIGTERM to the stats file
+written, further signals only say that the run is finishing: a second Ctrl-C does not lose the outputs or
+the stats. A sink that fails during the run is recorded in the stats and makes the exit status 2.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
+from edge.artifacts import check_output_path
 from edge.bundled import bundled_model
 from edge.errors import EdgeError
 from edge.runtime.open_model import inference_plan, open_backend
@@ -71,6 +77,16 @@ def _source_spec(opts: RunOptions) -> Any:
     return camera_spec(opts.camera if opts.camera is not None else 0)
 
 
+def check_outputs(opts: RunOptions) -> None:
+    """Refuse outputs that cannot be written, before the model and the source are opened: each of
+    --output, --detections-out, --stats-json must name a file (not a folder) in an existing, writable
+    folder on a disk with space (``edge.artifacts.check_output_path``: OutputError naming the cause)."""
+    for flag, path in (("--output", opts.output), ("--detections-out", opts.detections_out),
+                       ("--stats-json", opts.stats_json)):
+        if path:
+            check_output_path(path, flag)
+
+
 def build_sinks(opts: RunOptions, class_names: List[str], fps: float, stats: Any,
                 announce: Callable[[str], None] = log.info) -> List[Any]:
     sinks: List[Any] = []
@@ -100,11 +116,13 @@ def build_sinks(opts: RunOptions, class_names: List[str], fps: float, stats: Any
 
 def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> int:
     """Open the model and the source, run the pipeline to the end, write the stats; the exit status:
-    0 (the source ended or ``max_frames`` reached), 1 (capture error), 130 (interrupted).
+    0 (the source ended or ``max_frames`` reached), 1 (capture error), 2 (an output failed: named in the
+    log and in the stats' ``output_errors``), 130 (interrupted).
 
     ``announce`` receives the lines a user watches for (the live page's URL, the run summary).
     """
     opts.validate()
+    check_outputs(opts)
     spec = _source_spec(opts)
     model = Path(opts.model) if opts.model else bundled_model()
     plan = inference_plan(model, opts.backend, live=spec.live, workers=opts.infer_workers, threads=opts.threads,
@@ -115,43 +133,55 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
     log.info("inference: %s", plan.describe())
     backend = open_backend(model, opts.backend, threads=plan.threads, spin=False,
                            cuda_graph=opts.cuda_graph, check_key=not opts.no_engine_check)
+    saved = None
     try:
-        fmt = backend.input_format
-        source = open_source(spec, target_hw=(fmt.height, fmt.width), decode_threads=plan.decode_threads)
-        source.open()  # a missing camera or file fails here, before any thread starts
-        log.info("source: %s%s", source.describe(), " (live: latest frame only)" if source.live else "")
-        stats = RunStats()
-        stats.meta.update({"model": str(model), "source": spec.describe()})
-        sinks = build_sinks(opts, backend.info.class_names, source.fps or 30.0, stats, announce)
-        pipeline = Pipeline(source, backend, sinks, config, stats=stats, source_opened=True)
-        got_term = _install_sigterm(pipeline)
         try:
+            fmt = backend.input_format
+            source = open_source(spec, target_hw=(fmt.height, fmt.width), decode_threads=plan.decode_threads)
+            source.open()  # a missing camera or file fails here, before any thread starts
+            log.info("source: %s%s", source.describe(), " (live: latest frame only)" if source.live else "")
+            stats = RunStats()
+            stats.meta.update({"model": str(model), "source": spec.describe()})
+            sinks = build_sinks(opts, backend.info.class_names, source.fps or 30.0, stats, announce)
+            pipeline = Pipeline(source, backend, sinks, config, stats=stats, source_opened=True)
+            saved = _install_signals(pipeline)
             stats = pipeline.run()
         finally:
-            _restore_sigterm(got_term)
+            backend.close()
+        announce(stats.format_summary())
+        if opts.stats_json:
+            stats.write_json(opts.stats_json)
+            log.info("wrote %s", opts.stats_json)
     finally:
-        backend.close()
-    announce(stats.format_summary())
-    if opts.stats_json:
-        stats.write_json(opts.stats_json)
-        log.info("wrote %s", opts.stats_json)
+        _restore_signals(saved)  # only now: a second Ctrl-C must not cut the outputs or the stats short
     reason = stats.meta.get("end_reason", "")
+    if stats.output_errors:
+        return 2
     if reason.startswith("capture error"):
         return 1
     return 130 if reason.startswith("interrupted") else 0
 
 
-def _install_sigterm(pipeline: Any) -> Optional[Any]:
-    """SIGTERM (systemd stop, docker stop) finishes the run cleanly like Ctrl-C: outputs finalized."""
+def _install_signals(pipeline: Any) -> Optional[Any]:
+    """SIGTERM (systemd stop, docker stop) and Ctrl-C (SIGINT) finish the run cleanly: frames in flight
+    completed, outputs finalized, stats written. Until the previous handlers come back (after the stats),
+    a second signal only says the run is finishing: it must not cut the finalization short."""
     if threading.current_thread() is not threading.main_thread():
         return None
+    reasons = {signal.SIGTERM: "terminated (SIGTERM)", signal.SIGINT: "interrupted (Ctrl-C)"}
 
     def handler(signum: int, frame: Any) -> None:
-        pipeline.stop("terminated (SIGTERM)")
+        if pipeline.stopping:
+            log.warning("already stopping: finishing the outputs and the stats (Ctrl-\\ quits at once, losing "
+                        "them)")
+            return
+        log.warning("%s: finishing the frames in flight and closing outputs", reasons[signum].split(" ")[0])
+        pipeline.request_stop(reasons[signum])
 
-    return (signal.signal(signal.SIGTERM, handler),)
+    return {sig: signal.signal(sig, handler) for sig in reasons}
 
 
-def _restore_sigterm(saved: Optional[Any]) -> None:
+def _restore_signals(saved: Optional[Any]) -> None:
     if saved is not None:
-        signal.signal(signal.SIGTERM, saved[0])
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)

@@ -23,7 +23,11 @@
   pixels back to frame pixels (``LetterboxParams.to_source``), optional extra score threshold.
 * draw: boxes, labels, scores and FPS drawn in place on the frame.
 * sink: every sink in turn (window, video file, JSON lines, MJPEG); encoding happens here or in the
-  MJPEG server's own thread, never in the inference thread.
+  MJPEG server's own thread, never in the inference thread. A sink that cannot write (``OutputError``:
+  a full disk) is dropped from the run and recorded in ``stats.output_errors``; the other sinks go on,
+  and the run stops when none is left.
+* accounting: every captured frame ends inferred, dropped (a live source's stale frame) or discarded (in
+  flight before inference when the run stopped): ``captured == inferred + dropped + discarded``.
 * priorities: every stage thread but infer lowers its own nice value by ``host_nice`` (Linux), so on a
   small CPU the inference threads preempt host work instead of waiting for it (``edge.runtime.priority``).
 
@@ -42,21 +46,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edge.errors import EdgeError, ModelError
-from edge.letterbox import LetterboxParams
+from edge.errors import EdgeError, ModelError, OutputError
 from edge.model_input import Preprocessor
-from edge.runtime.backend import Backend, DetectionBatch
+from edge.runtime.backend import Backend
 from edge.runtime.draw import Drawer
+from edge.runtime.packet import FramePacket, postprocess
 from edge.runtime.priority import lower_thread_priority
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import CaptureStatus, CaptureThread, FramePool, FrameSource, ReopenPolicy
 from edge.runtime.stats import RunStats
 
 log = logging.getLogger(__name__)
-
-_EMPTY_BOXES = np.zeros((0, 4), np.float32)
-_EMPTY_F = np.zeros((0,), np.float32)
-_EMPTY_I = np.zeros((0,), np.int32)
 
 MAX_INFER_WORKERS = 16
 
@@ -110,44 +110,6 @@ class PipelineConfig:
         return self
 
 
-@dataclass
-class FramePacket:
-    """One frame on its way through the stages.
-
-    frame: uint8 [H, W, 3] BGR (a pool buffer; annotated in place by the draw stage).
-    seq: 0, 1, 2... in the order preprocess took the frames (``index`` is the source's own frame number,
-    which skips the frames a live source dropped); the postprocess stage restores this order.
-    params: how the frame maps into the network input. input: the network input tensor (a pool buffer,
-    given back right after inference). boxes [n, 4] xyxy frame pixels, scores [n], classes [n]: after
-    postprocess.
-    """
-
-    index: int
-    frame: np.ndarray
-    capture_ts: float
-    seq: int = 0
-    params: Optional[LetterboxParams] = None
-    input: Optional[np.ndarray] = None
-    detections: Optional[DetectionBatch] = None
-    boxes: np.ndarray = field(default_factory=lambda: _EMPTY_BOXES)
-    scores: np.ndarray = field(default_factory=lambda: _EMPTY_F)
-    classes: np.ndarray = field(default_factory=lambda: _EMPTY_I)
-
-
-def postprocess(packet: FramePacket, conf_threshold: float = 0.0) -> int:
-    """Detections of image 0 -> packet.boxes/scores/classes in frame pixels. Returns the count."""
-    det = packet.detections
-    assert det is not None and packet.params is not None
-    boxes, scores, classes = det.image(0)
-    if conf_threshold > 0 and scores.size:
-        keep = scores >= conf_threshold
-        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
-    packet.boxes = packet.params.to_source(boxes) if boxes.size else _EMPTY_BOXES
-    packet.scores = scores
-    packet.classes = classes
-    packet.detections = None
-    return int(scores.shape[0])
-
 
 _STOP = object()
 
@@ -195,6 +157,7 @@ class Pipeline:
         self.preprocessor = Preprocessor(fmt)
         self._source_opened = source_opened
         self._stop = threading.Event()
+        self._requested = ""  # a stop asked for by a signal handler (request_stop)
         self._abort = threading.Event()
         self._errors: List[BaseException] = []
         self._ready = threading.Event()
@@ -210,6 +173,7 @@ class Pipeline:
         self._infer_lock = threading.Lock()  # the infer tracker and counter, shared by the workers
         self._workers_ready = 0
         self._workers_running = workers
+        self._active_sinks = list(self.sinks)  # the sinks still written to (a failed one leaves)
         self.capture: Optional[CaptureThread] = None
 
     # -- control ---------------------------------------------------------------------------------
@@ -220,9 +184,18 @@ class Pipeline:
             self._end(reason)
         self._stop.set()
 
+    def request_stop(self, reason: str) -> None:
+        """``stop`` for a signal handler: takes no lock (the interrupted main thread may hold the one
+        ``stop`` needs); ``run`` acts on it within 0.1 s."""
+        self._requested = self._requested or reason
+
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop.is_set() or bool(self._requested)
+
+    def _poll_request(self) -> None:
+        if self._requested and not self._stop.is_set():
+            self.stop(self._requested)
 
     def _end(self, reason: str) -> None:
         """Record why the run ended; the first reason wins (a stop request outranks the END it causes)."""
@@ -298,15 +271,20 @@ class Pipeline:
                 buf = self._take_input_buffer()
                 if buf is None:
                     self.frame_pool.release(item.frame)
+                    self.stats.counters.add("discarded")
                     return
                 t0 = time.perf_counter()
                 packet = FramePacket(item.index, item.frame, item.timestamp, seq=taken,  # type: ignore[arg-type]
                                      input=buf)
-                packet.params = self.preprocessor(packet.frame, buf)
+                try:
+                    packet.params = self.preprocessor(packet.frame, buf)
+                except BaseException:
+                    self._discard(packet)
+                    raise
                 tracker.add(time.perf_counter() - t0)
                 taken += 1
                 if not self._put(self._queues[0], packet):
-                    self._release(packet)
+                    self._discard(packet)
                     return
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             self._fail(exc)
@@ -358,15 +336,24 @@ class Pipeline:
                 self._put(q_out, _STOP)
             self._drain(q_in)
 
-    def _drain(self, q: "queue.Queue[Any]") -> None:
-        """Give back the buffers of packets left in ``q`` (after an abort; empty after a normal end)."""
+    def _drain(self, q: "queue.Queue[Any]", *, discard: bool = False) -> None:
+        """Give back the buffers of packets left in ``q`` (after an abort; empty after a normal end);
+        ``discard``: they were never inferred (counted in ``discarded``)."""
         while True:
             try:
                 leftover = q.get_nowait()
             except queue.Empty:
                 break
             if isinstance(leftover, FramePacket):
-                self._release(leftover)
+                if discard:
+                    self._discard(leftover)
+                else:
+                    self._release(leftover)
+
+    def _discard(self, packet: FramePacket) -> None:
+        """A captured frame that will never be inferred (the run stopped or failed): released, counted."""
+        self._release(packet)
+        self.stats.counters.add("discarded")
 
     def _infer_loop(self) -> None:
         """One inference worker (``infer_workers`` of them share the preprocess queue). The last worker to
@@ -383,7 +370,7 @@ class Pipeline:
                 try:
                     packet.detections = self.backend.infer(packet.input)  # type: ignore[arg-type]
                 except BaseException:
-                    self._release(packet)
+                    self._discard(packet)
                     raise
                 elapsed = time.perf_counter() - t0
                 self._input_free.put(packet.input)  # type: ignore[arg-type]
@@ -404,7 +391,7 @@ class Pipeline:
                 last = self._workers_running == 0
             if last:
                 self._put(q_out, _STOP)
-                self._drain(q_in)
+                self._drain(q_in, discard=True)
 
     def _infer_setup(self) -> None:
         """On an inference thread, before any frame: bind the backend (CUDA context) and warm it up; the
@@ -432,12 +419,25 @@ class Pipeline:
             self.drawer.draw(packet.frame, packet.boxes, packet.scores, packet.classes, fps=fps)
 
     def _sink(self, packet: FramePacket) -> None:
-        for sink in self.sinks:
-            sink.write(packet)
+        for sink in self._active_sinks:
+            try:
+                sink.write(packet)
+            except OutputError as exc:
+                self._output_failed(sink, exc)
+                continue
             if sink.wants_stop:
                 self.stop(f"stopped from the {sink.name} sink")
         self.stats.frame_out(packet.capture_ts)
         self._release(packet)
+
+    def _output_failed(self, sink: Sink, exc: OutputError) -> None:
+        """A sink could not write (it removed its partial file): say so once, record it, feed it no more;
+        with no sink left the run stops."""
+        log.error("%s", exc)
+        self.stats.output_failed(sink.name, exc)
+        self._active_sinks = [s for s in self._active_sinks if s is not sink]
+        if not self._active_sinks:
+            self.stop(f"output failed ({exc.cause})")
 
     # -- run -------------------------------------------------------------------------------------
     def run(self) -> RunStats:
@@ -472,6 +472,7 @@ class Pipeline:
         for t in infer_threads:
             t.start()
         while not self._ready.wait(0.1):
+            self._poll_request()
             if not any(t.is_alive() for t in infer_threads):
                 break
         if self._errors:  # binding or warming up the backend failed: nothing ran, release everything
@@ -489,7 +490,8 @@ class Pipeline:
         try:
             sink_thread = threads[-1]
             while sink_thread.is_alive():
-                sink_thread.join(timeout=0.2)
+                sink_thread.join(timeout=0.1)
+                self._poll_request()
                 now = time.perf_counter()
                 if now >= next_log:
                     log.info("%s", self.stats.format_line())
@@ -522,6 +524,8 @@ class Pipeline:
             t.join(max(0.0, deadline - time.perf_counter()))
         if self.capture is not None:
             self.capture.join(max(0.1, deadline - time.perf_counter()))
+            if not self.capture.alive:  # frames it captured that preprocess never took
+                self.capture.discard_pending()
         stuck = [t.name for t in threads if t.is_alive()]
         if stuck:
             log.warning("threads still running at exit: %s", ", ".join(stuck))
@@ -530,6 +534,9 @@ class Pipeline:
         for sink in self.sinks:
             try:
                 sink.close()
+            except OutputError as exc:  # finalizing failed (a full disk, the rename): recorded, run fails
+                log.error("%s", exc)
+                self.stats.output_failed(sink.name, exc)
             except Exception as exc:  # noqa: BLE001 - close every sink even if one fails
                 log.error("closing %s sink failed: %s", sink.name, exc)
 

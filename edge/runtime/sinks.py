@@ -9,7 +9,13 @@ index and capture time, and the detections in frame pixels (boxes [n, 4] xyxy, s
   whole process (SIGABRT, uncatchable), so ``display_available`` checks DISPLAY/WAYLAND_DISPLAY first.
 * ``VideoFileSink`` writes to a hidden temporary name beside the target and renames it on close, so an
   interrupted run never leaves a half-written file under the real name.
-* ``JsonLinesSink`` writes one JSON object per frame (``--detections-out``).
+* ``JsonLinesSink`` writes one JSON object per frame (``--detections-out``), under a hidden temporary
+  name too.
+* A sink that cannot write (a full disk, a folder under its name, no permission) raises
+  ``edge.errors.OutputError`` naming its path and the cause, after removing its partial file: the
+  pipeline then stops feeding it, records the failure in the stats and the run exits non-zero, while the
+  other sinks go on. OpenCV's ``VideoWriter.write`` reports nothing, so the video sink watches the free
+  space of its disk after every frame and checks the finished file before renaming it.
 * ``MjpegServer`` (the live page) is in ``edge.runtime.serve``.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -28,7 +35,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from edge.errors import EdgeError
+from edge.artifacts import LOW_SPACE_BYTES, check_output_path, free_bytes
+from edge.errors import EdgeError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +168,7 @@ class VideoFileSink(Sink):
                 f"--output {self.path}: unknown video type {suffix or '(none)'}; use one of "
                 f"{', '.join(sorted(_FOURCC_BY_SUFFIX))}"
             )
-        if not self.path.parent.exists():
-            raise EdgeError(f"--output {self.path}: folder {self.path.parent} does not exist")
+        check_output_path(self.path, "--output")
         self.fourcc = fourcc or _FOURCC_BY_SUFFIX[suffix]
         self.fps = float(fps) if fps and fps > 0 else 30.0
         self.tmp_path = partial_path(self.path)
@@ -187,6 +194,7 @@ class VideoFileSink(Sink):
             log.debug("raw MJPEG muxing refused for %s; using FFmpeg's encoder", self.tmp_path)
         writer = cv2.VideoWriter(str(self.tmp_path), code, self.fps, (w, h))
         if not writer.isOpened():
+            self._check_folder()  # a full disk or a read-only folder, rather than the codec
             raise EdgeError(
                 f"OpenCV cannot write {self.path.suffix} video with codec {self.fourcc} to {self.tmp_path}; "
                 "try --output out.avi (MJPG) or check that this OpenCV has FFMPEG"
@@ -214,21 +222,71 @@ class VideoFileSink(Sink):
         else:
             self._writer.write(frame)  # type: ignore[union-attr]
         self.frames += 1
+        self._check_folder()
+
+    def _check_folder(self) -> None:
+        """``VideoWriter.write`` returns nothing and FFmpeg drops what it cannot write: a disk with less
+        than ``LOW_SPACE_BYTES`` free means the writer's next flush fails (or just failed)."""
+        try:
+            free = free_bytes(self.tmp_path.parent)
+        except OSError as exc:  # the folder itself went away
+            self._fail(exc)
+        if free < LOW_SPACE_BYTES:
+            self._fail(OSError(errno.ENOSPC, "No space left on device"))
+
+    def _fail(self, exc: OSError, *, keep: bool = False) -> None:
+        """Stop writing: release the writer, remove the partial file (a broken video; its space may be
+        what the stats need) unless ``keep``, and raise the OutputError that says so."""
+        self.closed = True
+        if self._writer is not None:
+            with contextlib.suppress(cv2.error):
+                self._writer.release()
+            self._writer = None
+        if keep and self.tmp_path.exists():
+            note = f"after {self.frames} frames; the finished video is kept as {self.tmp_path}"
+        else:
+            with contextlib.suppress(OSError):
+                self.tmp_path.unlink()
+            note = f"after {self.frames} frames; the partial video was removed"
+        raise OutputError.from_os_error(self.path, exc, what="--output", note=note)
+
+    def _verify(self) -> Optional[str]:
+        """Why the finished temporary file is not a complete video (None when it is): OpenCV must open
+        it and count the frames written (a file cut short by a full disk has no index, or a wrong one)."""
+        if not self.tmp_path.exists():
+            return f"{self.tmp_path} is gone"
+        cap = cv2.VideoCapture(str(self.tmp_path))
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if cap.isOpened() else None
+        cap.release()
+        if count is None or not abs(count - self.frames) <= 1:
+            return "OpenCV cannot read the finished file" if count is None else \
+                f"the finished file holds {count:.0f} frames, not {self.frames}"
+        return None
 
     def close(self) -> None:
+        """Finish the file and rename it to its final name. A file the disk cut short is removed and a
+        rename that fails keeps the finished file under its temporary name: OutputError either way."""
         if self.closed:
             return
         self.closed = True
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-        if self.frames and self.tmp_path.exists():
-            os.replace(self.tmp_path, self.path)
-            log.info("wrote %s (%d frames)", self.path, self.frames)
-        else:
+        if not self.frames:
             with contextlib.suppress(OSError):
                 self.tmp_path.unlink()
             log.warning("no frames were written; %s not created", self.path)
+            return
+        broken = self._verify()
+        if broken is not None:  # cut short by a full disk (removed), or else unreadable (kept, to look at)
+            full = self.tmp_path.parent.is_dir() and free_bytes(self.tmp_path.parent) < LOW_SPACE_BYTES
+            self._fail(OSError(errno.ENOSPC, "No space left on device") if full else OSError(errno.EIO, broken),
+                       keep=not full)
+        try:
+            os.replace(self.tmp_path, self.path)
+        except OSError as exc:
+            self._fail(exc, keep=True)
+        log.info("wrote %s (%d frames)", self.path, self.frames)
 
 
 # -- JSON lines ----------------------------------------------------------------------------------
@@ -247,11 +305,13 @@ class JsonLinesSink(Sink):
     name = "jsonl"
 
     def __init__(self, path: Union[str, Path], class_names: Sequence[str] = ()) -> None:
-        self.path = Path(path)
-        if not self.path.parent.exists():
-            raise EdgeError(f"--detections-out {self.path}: folder {self.path.parent} does not exist")
+        self.path = check_output_path(path, "--detections-out")
         self.class_names = list(class_names)
-        self._fh = open(self.path, "w", encoding="utf-8", buffering=1 << 16)
+        self.tmp_path = partial_path(self.path)
+        try:
+            self._fh = open(self.tmp_path, "w", encoding="utf-8", buffering=1 << 16)
+        except OSError as exc:
+            raise OutputError.from_os_error(self.path, exc, what="--detections-out") from None
         self._t0: Optional[float] = None
         self.lines = 0
 
@@ -271,9 +331,35 @@ class JsonLinesSink(Sink):
         h, w = packet.frame.shape[:2]
         record = {"frame": packet.index, "time": round(packet.capture_ts - self._t0, 4), "width": w,
                   "height": h, "detections": dets}
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        if self._fh.closed:
+            return
+        try:
+            self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            self._fail(exc)
         self.lines += 1
 
+    def _fail(self, exc: OSError) -> None:
+        """Stop writing, remove the partial file (its space may be what the stats need), raise OutputError."""
+        with contextlib.suppress(OSError):
+            self._fh.close()  # flushing again fails too; the file is closed all the same
+        with contextlib.suppress(OSError):
+            self.tmp_path.unlink()
+        raise OutputError.from_os_error(self.path, exc, what="--detections-out",
+                                        note=f"after {self.lines} lines; the partial file was removed")
+
     def close(self) -> None:
-        if not self._fh.closed:
+        """Flush, fsync and rename the file to its final name (OutputError when that fails)."""
+        if self._fh.closed:
+            return
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
             self._fh.close()
+        except OSError as exc:
+            self._fail(exc)
+        try:
+            os.replace(self.tmp_path, self.path)
+        except OSError as exc:
+            raise OutputError.from_os_error(self.path, exc, what="--detections-out",
+                                            note=f"the finished file is kept as {self.tmp_path}") from None

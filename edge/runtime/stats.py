@@ -6,10 +6,11 @@ fixed-size ring (no allocation per sample); each is written by one stage thread 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -77,16 +78,27 @@ class FpsMeter:
 
 @dataclass
 class Counters:
-    """Frames counted at each point. ``dropped``: stale live frames replaced before the pipeline took them."""
+    """Frames counted at each point. ``dropped``: stale live frames replaced before the pipeline took them.
+    ``discarded``: frames captured but in flight when the run stopped (a frame a live source delivered
+    after the last one taken, frames queued before inference when a run is stopped or aborted), so that
+    ``captured == inferred + dropped + discarded`` once the run is over. Counters written by more than
+    one thread go through ``add``."""
 
     captured: int = 0
     inferred: int = 0
     dropped: int = 0
+    discarded: int = 0
     written: int = 0
     detections: int = 0
     capture_timeouts: int = 0
     capture_errors: int = 0
     reopens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (thread-safe)."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
 
 
 @dataclass
@@ -102,6 +114,12 @@ class RunStats:
     last_out: Optional[float] = None
     stopped: Optional[float] = None
     meta: Dict[str, Any] = field(default_factory=dict)
+    output_errors: List[Dict[str, Any]] = field(default_factory=list)
+
+    def output_failed(self, output: str, exc: Any) -> None:
+        """Record an output that failed (``exc``: an ``edge.errors.OutputError``): its sink, path, cause."""
+        self.output_errors.append({"output": output, "path": getattr(exc, "path", ""),
+                                   "cause": getattr(exc, "cause", type(exc).__name__), "error": str(exc)})
 
     def start(self) -> None:
         self.started = time.perf_counter()
@@ -146,6 +164,7 @@ class RunStats:
                 "captured": c.captured,
                 "inferred": c.inferred,
                 "dropped": c.dropped,
+                "discarded": c.discarded,
                 "written": c.written,
                 "capture_timeouts": c.capture_timeouts,
                 "capture_errors": c.capture_errors,
@@ -157,13 +176,15 @@ class RunStats:
             "steady_fps": round(self.steady_fps, 3),
             "stages_ms": {name: t.summary() for name, t in self.stages.items() if t.count},
             "glass_to_glass_ms": self.glass_to_glass.summary(),
+            "output_errors": [dict(e) for e in self.output_errors],
             **({"meta": self.meta} if self.meta else {}),
         }
 
     def write_json(self, path: Union[str, Path]) -> Path:
+        """Write ``to_dict`` atomically (``edge.errors.OutputError`` when the disk refuses it)."""
         from edge.artifacts import atomic_write_json
 
-        atomic_write_json(path, self.to_dict())
+        atomic_write_json(path, self.to_dict(), what="--stats-json")
         return Path(path)
 
     def format_line(self) -> str:
@@ -181,7 +202,7 @@ class RunStats:
         f = d["frames"]
         lines = [
             f"frames: captured {f['captured']}, inferred {f['inferred']}, written {f['written']}, "
-            f"dropped {f['dropped']}",
+            f"dropped {f['dropped']}" + (f", discarded {f['discarded']}" if f["discarded"] else ""),
             f"end-to-end: {d['e2e_fps']:.1f} FPS over {d['elapsed_s']:.2f} s "
             f"(steady {d['steady_fps']:.1f} FPS), {d['detections']} detections",
             f"{'stage':<12}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}",
@@ -190,4 +211,5 @@ class RunStats:
             lines.append(f"{name:<12}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['mean_ms']:>9.2f}")
         g = d["glass_to_glass_ms"]
         lines.append(f"{'glass2glass':<12}{g['p50_ms']:>9.2f}{g['p99_ms']:>9.2f}{g['mean_ms']:>9.2f}")
+        lines += [f"FAILED output {e['output']}: {e['error']}" for e in self.output_errors]
         return "\n".join(lines)

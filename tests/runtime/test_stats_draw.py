@@ -48,8 +48,9 @@ def test_run_stats_document(tmp_path):
     st.stop()
     path = st.write_json(tmp_path / "stats.json")
     d = json.loads(path.read_text())
-    assert d["frames"] == {"captured": 5, "inferred": 5, "dropped": 2, "written": 5, "capture_timeouts": 0,
-                           "capture_errors": 0, "reopens": 0}
+    assert d["frames"] == {"captured": 5, "inferred": 5, "dropped": 2, "discarded": 0, "written": 5,
+                           "capture_timeouts": 0, "capture_errors": 0, "reopens": 0}
+    assert d["output_errors"] == []
     assert d["stages_ms"]["infer"]["p50_ms"] == 10.0 and "draw" not in d["stages_ms"]
     assert abs(d["glass_to_glass_ms"]["p50_ms"] - 20.0) < 1e-6
     assert d["steady_fps"] == 100.0 and d["e2e_fps"] > 0

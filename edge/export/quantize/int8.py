@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
-from edge.errors import EdgeError, MissingDependencyError, ModelError, import_optional
+from edge.errors import EdgeError, MissingDependencyError, ModelError, OutputError, import_optional
 from edge.export.quantize.partition import WEIGHTED_OPS, check_pre_nms, partition_graph, prepare_model
 from edge.ort import import_onnx
 
@@ -174,7 +174,11 @@ class Int8Quantizer:
         self._ops = sorted({n.op_type for n in work.graph.node if n.name in set(self.partition.weighted)})
         self._tmp = tempfile.TemporaryDirectory(prefix="edge-quantize-")
         self._model_path = Path(self._tmp.name) / "model.onnx"
-        onnx.save(work, str(self._model_path))
+        try:
+            onnx.save(work, str(self._model_path))
+        except OSError as exc:
+            self._tmp.cleanup()
+            raise self._scratch_error(exc) from None
         import inspect
 
         q = _ort_quantization()
@@ -185,6 +189,11 @@ class Int8Quantizer:
             log.warning("onnxruntime %s cannot reuse calibration ranges: every quantization recalibrates, with "
                         "its own entropy histogram (128 bins); upgrade onnxruntime for TensorRT-like entropy "
                         "calibration", _ort_version())
+
+    def _scratch_error(self, exc: OSError) -> OutputError:
+        """A write into the scratch folder failed (a full /tmp): say where, and how to move it."""
+        return OutputError.from_os_error(exc.filename or self._tmp.name, exc, note="a scratch file of edge quantize",
+                                         hint="set TMPDIR to a folder on a disk with space")
 
     # -- lifetime --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -267,6 +276,8 @@ class Int8Quantizer:
                 save_tensors_data(ranges, self._cache_path)
         except (EdgeError, MemoryError):
             raise
+        except OSError as exc:
+            raise self._scratch_error(exc) from None
         except Exception as exc:  # onnxruntime raises many types from calibration
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"ONNX Runtime calibration failed ({type(exc).__name__}: {first})") from None
@@ -311,6 +322,8 @@ class Int8Quantizer:
                     extra_options=self.extra_options(), **kwargs)
         except (EdgeError, MemoryError):
             raise
+        except OSError as exc:
+            raise self._scratch_error(exc) from None
         except Exception as exc:  # onnxruntime raises many types from quantization
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"ONNX Runtime quantization failed ({type(exc).__name__}: {first})") from None

@@ -8,6 +8,7 @@ only when the gate runs) and the sidecar. Nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -153,6 +154,9 @@ def _check_arguments(src: Path, dst: Path, config: QuantizeConfig, calib: Any) -
         raise ModelError(f"model {src} not found; pass the pre-NMS ONNX from `edge export`")
     if dst.resolve() == src.resolve():
         raise EdgeError(f"--out {dst} is the input model; write the quantized graph to a new file")
+    from edge.artifacts import check_output_path
+
+    check_output_path(dst, "--out", make_folder=True)
     if config.precision == "int8" and calib is None:
         raise EdgeError("INT8 needs calibration images: pass --calib calibration/NAME.txt (a manifest) or "
                         "--calib DATA.yaml --calib-split SPLIT")
@@ -305,9 +309,14 @@ def _write_outputs(src: Path, dst: Path, data: bytes, precision: str,
     from edge.artifacts import atomic_write_bytes, derive_sidecar, sha256_bytes, write_sidecar
 
     meta = derive_sidecar(src, dst, "quantize", {"stage": "quantize", "precision": precision, "quantization": block})
-    atomic_write_bytes(dst, data)
+    atomic_write_bytes(dst, data, what="--out")
     meta["sha256"] = sha256_bytes(data)
-    sidecar_path = write_sidecar(dst, meta)
+    try:
+        sidecar_path = write_sidecar(dst, meta)
+    except BaseException:  # a graph without its sidecar is half an output
+        with contextlib.suppress(OSError):
+            dst.unlink()
+        raise
     return meta, sidecar_path
 
 

@@ -95,7 +95,9 @@ class CaptureThread:
 
     Live sources: a one-frame slot; a new frame replaces an untaken one (counted in ``dropped``).
     File-like sources: a bounded queue; the thread blocks when the consumer is behind (no drops).
-    ``stats`` (a ``RunStats``) gets captured/dropped/error/reopen counts and capture latency.
+    A frame captured but never delivered because the run stopped is counted in ``discarded`` (see
+    ``discard_pending`` for the ones still waiting when the consumer is gone).
+    ``stats`` (a ``RunStats``) gets captured/dropped/discarded/error/reopen counts and capture latency.
     ``nice``: added to the capture thread's nice value (``edge.runtime.priority``; the pipeline passes
     its ``host_nice``).
     """
@@ -126,6 +128,7 @@ class CaptureThread:
         self._thread = threading.Thread(target=self._run, name="edge-capture", daemon=True)
         self.captured = 0
         self.dropped = 0
+        self.discarded = 0
         self.errors = 0
         self.reopens = 0
         self._failed_attempts = 0  # reconnects in a row since frames last flowed (the backoff exponent)
@@ -172,8 +175,35 @@ class CaptureThread:
     # -- producer side ---------------------------------------------------------------------------
     def _count(self, name: str, n: int = 1) -> None:
         counters = getattr(self.stats, "counters", None)
-        if counters is not None:
+        if counters is None:
+            return
+        if hasattr(counters, "add"):
+            counters.add(name, n)
+        else:
             setattr(counters, name, getattr(counters, name) + n)
+
+    def _discard(self, frame: Optional[np.ndarray]) -> None:
+        """A captured frame that will never be delivered (the run stopped): back to the pool, counted."""
+        self.pool.release(frame)
+        self.discarded += 1
+        self._count("discarded")
+
+    def discard_pending(self) -> int:
+        """After the consumer stopped: give back and count (``discarded``) the frames captured but never
+        taken. Returns how many there were."""
+        before = self.discarded
+        with self._cond:
+            stale, self._slot = self._slot, None
+        if stale is not None and stale.status is CaptureStatus.FRAME:
+            self._discard(stale.frame)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item.status is CaptureStatus.FRAME:
+                self._discard(item.frame)
+        return self.discarded - before
 
     def _finish(self, item: CapturedFrame) -> None:
         if self.live:
@@ -181,7 +211,7 @@ class CaptureThread:
                 stale = self._slot if self._stop.is_set() else None
                 if stale is not None:  # stopped: a frame nobody took is not delivered after END
                     self._slot = None
-                    self.pool.release(stale.frame)
+                    self._discard(stale.frame)
                 self._final = item
                 self._cond.notify_all()
         else:
@@ -209,7 +239,7 @@ class CaptureThread:
             return
         while not self._put(item):
             if self._stop.is_set():
-                self.pool.release(item.frame)
+                self._discard(item.frame)
                 return
 
     def _reopen(self) -> bool:

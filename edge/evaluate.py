@@ -112,98 +112,22 @@ def parse_detections(
     Raises:
         DataError: anything malformed; lists the first ``MAX_LISTED_PROBLEMS`` bad entries.
     """
-    if isinstance(entries, dict):
-        hint = ""
-        if "annotations" in entries or "images" in entries:
-            hint = (
-                " It looks like a COCO *annotation* file; a results file is the bare list of detections "
-                "(what COCO.loadRes takes)."
-            )
-        raise DataError(f"{source}: found a JSON object, {_FORMAT_HELP}.{hint}")
-    if not isinstance(entries, list):
-        raise DataError(f"{source}: found a JSON {type(entries).__name__}, {_FORMAT_HELP}")
-
-    is_coco = dataset.format == "coco"
-    known_ids = {r.image_id for r in dataset.records}
-    if is_coco:
-        category_to_index = {int(c): i for i, c in enumerate(dataset.category_ids)}
-    else:
-        category_to_index = {i: i for i in range(len(dataset.class_names))}
-    split_name = f"split {dataset.split!r} of dataset {dataset.name!r}"
-
+    _check_is_a_list(entries, source)
+    rules = _EntryRules(dataset)
     problems: List[str] = []
     num_problems = 0
     grouped: Dict[ImageId, Tuple[List[List[float]], List[float], List[int]]] = {}
-
-    def bad(index: int, message: str) -> None:
-        nonlocal num_problems
-        num_problems += 1
-        if len(problems) < MAX_LISTED_PROBLEMS:
-            problems.append(f"entry {index}: {message}")
-
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            bad(i, f"found a JSON {type(entry).__name__} ({_short(entry)}), expected an object")
+        found = rules.problems(entry)
+        num_problems += len(found)
+        problems.extend(f"entry {i}: {m}" for m in found[: max(0, MAX_LISTED_PROBLEMS - len(problems))])
+        if found:
             continue
-        missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in entry]
-        if missing:
-            bad(
-                i,
-                f"missing key(s) {', '.join(missing)}; every entry needs image_id, category_id, bbox, score",
-            )
-            continue
-        image_id = entry["image_id"]
-        category = entry["category_id"]
-        bbox = entry["bbox"]
-        score = entry["score"]
-        ok = True
-        if is_coco:
-            if not _is_int(image_id):
-                bad(i, f"image_id {_short(image_id)} is not an integer; expected {_id_hint(dataset)}")
-                ok = False
-        elif not isinstance(image_id, str):
-            bad(
-                i,
-                f"image_id {_short(image_id)} is a {type(image_id).__name__}; for {dataset.format.upper()} "
-                f"datasets expected {_id_hint(dataset)}",
-            )
-            ok = False
-        if ok and image_id not in known_ids:
-            bad(
-                i,
-                f"unknown image_id {image_id!r}: not an image of {split_name}; expected {_id_hint(dataset)} "
-                "(write detections only for this split, or pass the matching --split)",
-            )
-            ok = False
-        if not _is_int(category) or int(category) not in category_to_index:
-            bad(i, f"bad category_id {_short(category)}; expected {_category_hint(dataset)}")
-            ok = False
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-            bad(i, f"bbox {_short(bbox)} is not a list of 4 numbers [x, y, w, h] in source-image pixels")
-            ok = False
-        elif not all(math.isfinite(float(v)) for v in bbox):
-            bad(i, f"bbox {_short(bbox)} has a NaN or infinite value; expected finite pixel coordinates")
-            ok = False
-        elif float(bbox[2]) < 0 or float(bbox[3]) < 0:
-            bad(
-                i,
-                f"bbox {_short(bbox)} has a negative width or height; expected [x, y, w, h] with w, h >= 0 "
-                "(if these are x1, y1, x2, y2 corners, convert them to w = x2 - x1, h = y2 - y1)",
-            )
-            ok = False
-        if not _is_number(score):
-            bad(i, f"score {_short(score)} is not a number; expected a finite confidence")
-            ok = False
-        elif not math.isfinite(float(score)):
-            bad(i, f"score {_short(score)} is NaN or infinite; expected a finite confidence")
-            ok = False
-        if not ok:
-            continue
-        boxes, scores, labels = grouped.setdefault(image_id, ([], [], []))
-        x, y, w, h = (float(v) for v in bbox)
+        boxes, scores, labels = grouped.setdefault(entry["image_id"], ([], [], []))
+        x, y, w, h = (float(v) for v in entry["bbox"])
         boxes.append([x, y, x + w, y + h])
-        scores.append(float(score))
-        labels.append(category_to_index[int(category)])
+        scores.append(float(entry["score"]))
+        labels.append(rules.category_to_index[int(entry["category_id"])])
 
     if num_problems:
         more = f"\n  ... and {num_problems - len(problems)} more" if num_problems > len(problems) else ""
@@ -217,6 +141,80 @@ def parse_detections(
     }
     log.debug("%s: %d detections on %d images", source, len(entries), len(out))
     return out
+
+
+def _check_is_a_list(entries: Any, source: str) -> None:
+    """DataError unless the decoded JSON is a list (a COCO *annotation* file is named as such)."""
+    if isinstance(entries, dict):
+        hint = ""
+        if "annotations" in entries or "images" in entries:
+            hint = (
+                " It looks like a COCO *annotation* file; a results file is the bare list of detections "
+                "(what COCO.loadRes takes)."
+            )
+        raise DataError(f"{source}: found a JSON object, {_FORMAT_HELP}.{hint}")
+    if not isinstance(entries, list):
+        raise DataError(f"{source}: found a JSON {type(entries).__name__}, {_FORMAT_HELP}")
+
+
+class _EntryRules:
+    """What a valid detection entry is for ``dataset``: its image ids, category ids and box/score rules."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.is_coco = dataset.format == "coco"
+        self.known_ids = {r.image_id for r in dataset.records}
+        if self.is_coco:
+            self.category_to_index = {int(c): i for i, c in enumerate(dataset.category_ids)}
+        else:
+            self.category_to_index = {i: i for i in range(len(dataset.class_names))}
+        self.split_name = f"split {dataset.split!r} of dataset {dataset.name!r}"
+
+    def problems(self, entry: Any) -> List[str]:
+        """Every problem of one entry (empty: the entry is valid)."""
+        if not isinstance(entry, dict):
+            return [f"found a JSON {type(entry).__name__} ({_short(entry)}), expected an object"]
+        missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in entry]
+        if missing:
+            return [f"missing key(s) {', '.join(missing)}; every entry needs image_id, category_id, bbox, score"]
+        return (self._image_id_problems(entry["image_id"]) + self._category_problems(entry["category_id"])
+                + _bbox_problems(entry["bbox"]) + _score_problems(entry["score"]))
+
+    def _image_id_problems(self, image_id: Any) -> List[str]:
+        dataset = self.dataset
+        if self.is_coco and not _is_int(image_id):
+            return [f"image_id {_short(image_id)} is not an integer; expected {_id_hint(dataset)}"]
+        if not self.is_coco and not isinstance(image_id, str):
+            return [f"image_id {_short(image_id)} is a {type(image_id).__name__}; for {dataset.format.upper()} "
+                    f"datasets expected {_id_hint(dataset)}"]
+        if image_id not in self.known_ids:
+            return [f"unknown image_id {image_id!r}: not an image of {self.split_name}; expected "
+                    f"{_id_hint(dataset)} (write detections only for this split, or pass the matching --split)"]
+        return []
+
+    def _category_problems(self, category: Any) -> List[str]:
+        if not _is_int(category) or int(category) not in self.category_to_index:
+            return [f"bad category_id {_short(category)}; expected {_category_hint(self.dataset)}"]
+        return []
+
+
+def _bbox_problems(bbox: Any) -> List[str]:
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        return [f"bbox {_short(bbox)} is not a list of 4 numbers [x, y, w, h] in source-image pixels"]
+    if not all(math.isfinite(float(v)) for v in bbox):
+        return [f"bbox {_short(bbox)} has a NaN or infinite value; expected finite pixel coordinates"]
+    if float(bbox[2]) < 0 or float(bbox[3]) < 0:
+        return [f"bbox {_short(bbox)} has a negative width or height; expected [x, y, w, h] with w, h >= 0 "
+                "(if these are x1, y1, x2, y2 corners, convert them to w = x2 - x1, h = y2 - y1)"]
+    return []
+
+
+def _score_problems(score: Any) -> List[str]:
+    if not _is_number(score):
+        return [f"score {_short(score)} is not a number; expected a finite confidence"]
+    if not math.isfinite(float(score)):
+        return [f"score {_short(score)} is NaN or infinite; expected a finite confidence"]
+    return []
 
 
 def _short(value: Any, limit: int = 60) -> str:

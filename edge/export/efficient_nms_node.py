@@ -16,10 +16,9 @@ from typing import Any, List, Optional
 
 import numpy as np
 
+from edge.artifacts import NMS_OUTPUTS
 from edge.efficient_nms import PLUGIN_NAME, EfficientNMSParams
 from edge.errors import EdgeError
-
-OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
 
 
 def add_efficient_nms(
@@ -58,7 +57,7 @@ def add_efficient_nms(
         raise EdgeError("the fused decoder needs box_coding 0 or 1")
     k = int(params.max_output_boxes)
     b = batch if batch is not None else "batch"
-    names = list(output_names or OUTPUT_NAMES)
+    names = list(output_names or NMS_OUTPUTS)
     outputs = [
         gs.Variable(names[0], dtype=np.int32, shape=[b, 1]),
         gs.Variable(names[1], dtype=np.float32, shape=[b, k, 4]),

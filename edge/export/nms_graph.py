@@ -25,9 +25,9 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
+from edge.artifacts import NMS_OUTPUTS
 from edge.errors import EdgeError
 
-OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
 MIN_OPSET = 11
 
 _FLOAT, _INT32 = 1, 6  # onnx.TensorProto data types
@@ -180,7 +180,7 @@ def add_onnx_nms(
     if ops.opset < MIN_OPSET:
         raise EdgeError(f"ONNX NMS needs opset >= {MIN_OPSET}, the graph is at opset {ops.opset}")
     k = int(max_detections)
-    names = list(output_names or OUTPUT_NAMES)
+    names = list(output_names or NMS_OUTPUTS)
     b = batch if batch is not None else "batch"
 
     nms_scores, best_class = _nms_scores(ops, scores, class_agnostic)

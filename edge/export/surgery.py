@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from edge.artifacts import NMS_OUTPUTS
 from edge.efficient_nms import MAX_CANDIDATES, PLUGIN_NAME, PLUGIN_VERSION, EfficientNMSParams
 from edge.errors import EdgeError, MissingDependencyError, ModelError
 from edge.export.opset import model_opset
@@ -39,7 +40,6 @@ from edge.export.presets import HeadSpec
 log = logging.getLogger(__name__)
 
 NMS_TYPES = ("efficient", "onnx")
-OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
 MIN_OPSET = 9
 ONNX_NMS_MIN_OPSET = 11
 
@@ -158,8 +158,8 @@ def _existing_nms(model: Any) -> Optional[str]:
         if node.op_type in ("NonMaxSuppression", PLUGIN_NAME, "BatchedNMS_TRT", "BatchedNMSDynamic_TRT"):
             return node.op_type
     names = {o.name for o in model.graph.output}
-    if set(OUTPUT_NAMES) <= names:
-        return "outputs " + ", ".join(OUTPUT_NAMES)
+    if set(NMS_OUTPUTS) <= names:
+        return "outputs " + ", ".join(NMS_OUTPUTS)
     return None
 
 
@@ -280,7 +280,7 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
 
     graph = gs.import_onnx(work)
     taken = set(graph.tensors().keys())
-    clash = [n for n in OUTPUT_NAMES if n in taken]
+    clash = [n for n in NMS_OUTPUTS if n in taken]
     if clash:
         raise ModelError(f"the model already has tensors named {clash}; rename them before surgery")
     ops = GraphOps(graph, opset, prefix="nms")
@@ -303,7 +303,7 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
         iou_threshold=float(config.iou_threshold),
         max_detections=k,
         class_agnostic=bool(config.class_agnostic),
-        outputs=list(OUTPUT_NAMES),
+        outputs=list(NMS_OUTPUTS),
         box_format="xyxy",
         box_units="input_pixels",
     )
@@ -378,13 +378,13 @@ def verify_runs(model: Any, max_detections: int, input_size: Optional[Tuple[int,
         return False
     try:
         sess = make_session(model)
-        outs = sess.run(list(OUTPUT_NAMES), feed)
+        outs = sess.run(list(NMS_OUTPUTS), feed)
     except Exception as exc:
         raise ModelError(f"ONNX Runtime cannot run the graph written by surgery: {exc}") from exc
     num, boxes, scores, classes = outs
     b, k = num.shape[0], int(max_detections)
     expect = [((b, 1), np.int32), ((b, k, 4), np.float32), ((b, k), np.float32), ((b, k), np.int32)]
-    for name, arr, (shape, dtype) in zip(OUTPUT_NAMES, outs, expect):
+    for name, arr, (shape, dtype) in zip(NMS_OUTPUTS, outs, expect):
         if tuple(arr.shape) != shape or arr.dtype != dtype:
             raise ModelError(
                 f"surgery output {name} came out {arr.dtype}{list(arr.shape)}, expected "
@@ -399,16 +399,16 @@ def output_description(model: Any, max_detections: int) -> Dict[str, Any]:
     """The sidecar's ``outputs`` block for a deploy graph (replaces the export's boxes/scores entry)."""
     batch: Any = "batch"
     for o in model.graph.output:
-        if o.name == OUTPUT_NAMES[0] and o.type.tensor_type.shape.dim:
+        if o.name == NMS_OUTPUTS[0] and o.type.tensor_type.shape.dim:
             d = o.type.tensor_type.shape.dim[0]
             batch = d.dim_value if d.HasField("dim_value") else (d.dim_param or "batch")
     k = int(max_detections)
     return {
-        "num_detections": {"name": OUTPUT_NAMES[0], "shape": [batch, 1], "dtype": "int32"},
-        "detection_boxes": {"name": OUTPUT_NAMES[1], "shape": [batch, k, 4], "dtype": "float32",
+        "num_detections": {"name": NMS_OUTPUTS[0], "shape": [batch, 1], "dtype": "int32"},
+        "detection_boxes": {"name": NMS_OUTPUTS[1], "shape": [batch, k, 4], "dtype": "float32",
                             "format": "xyxy", "units": "input pixels", "normalized": False},
-        "detection_scores": {"name": OUTPUT_NAMES[2], "shape": [batch, k], "dtype": "float32"},
-        "detection_classes": {"name": OUTPUT_NAMES[3], "shape": [batch, k], "dtype": "int32",
+        "detection_scores": {"name": NMS_OUTPUTS[2], "shape": [batch, k], "dtype": "float32"},
+        "detection_classes": {"name": NMS_OUTPUTS[3], "shape": [batch, k], "dtype": "int32",
                               "meaning": "0-based index into classes (background removed)"},
     }
 

@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from edge.artifacts import LOW_SPACE_BYTES, free_bytes
+from edge.artifacts import LOW_SPACE_BYTES, PRE_NMS_OUTPUTS, free_bytes
 from edge.errors import DataError, ModelError, OutputError, import_optional
 from edge.export.export_types import ExportResult, ExportSource, Size, parse_size
 from edge.export.preprocess import (
@@ -75,7 +75,6 @@ from edge.export.verify import (
 
 log = logging.getLogger(__name__)
 
-OUTPUT_NAMES = ("boxes", "scores")
 DEFAULT_OPSET = 17  # TensorRT 8.5 (JetPack 5) parses up to 17; TensorRT 8.2 (JetPack 4.6) needs <= 13
 MIN_OPSET = 11
 MAX_OPSET = 20  # the TorchScript exporter's ceiling
@@ -346,7 +345,7 @@ def _torch_onnx_export(module: Any, example: Any, path: Path, config: ExportConf
         input_axes.update(hw_axes)
         dynamic_axes = {INPUT_NAME: input_axes, "boxes": dict(out_axes), "scores": dict(out_axes)}
     kwargs: Dict[str, Any] = dict(
-        input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), opset_version=int(config.opset),
+        input_names=[INPUT_NAME], output_names=list(PRE_NMS_OUTPUTS), opset_version=int(config.opset),
         dynamic_axes=dynamic_axes, do_constant_folding=True, export_params=True,
     )
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
@@ -467,7 +466,7 @@ def export_graph(source: ExportSource, size: Size, out_path: Path, config: Expor
         raise ModelError(f"{what}: the graph is over 2 GB, which needs ONNX external data; not supported yet")
     _set_metadata(proto, source, config, size)
     _declare_output_shapes(proto, config, samples[0].expected)
-    expect_outputs(proto, OUTPUT_NAMES, what)
+    expect_outputs(proto, PRE_NMS_OUTPUTS, what)
     check_graph(proto, what)
     try:
         report = verify_samples(proto, samples, config.tolerance, what=what)

@@ -11,8 +11,8 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from edge.artifacts import PRE_NMS_OUTPUTS
 from edge.errors import ModelError
-from edge.export.quantize.partition import PRE_NMS_OUTPUTS
 
 
 def session(model: Any, threads: int = 0) -> Any:

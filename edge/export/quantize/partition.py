@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
+from edge.artifacts import PRE_NMS_OUTPUTS
 from edge.errors import ModelError
 from edge.export.opset import model_opset
 from edge.ort import import_onnx
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 
 #: ops whose constant weight input (index 1) makes them a quantized layer
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-PRE_NMS_OUTPUTS = ("boxes", "scores")
 
 
 

@@ -263,3 +263,22 @@ def test_the_checker_catches_a_cycle_and_an_upward_import(tmp_path, monkeypatch)
     assert imports_of("edge.nms") == []
     with pytest.raises(AssertionError):
         test_layers_point_down()
+
+
+def test_one_home_for_output_names_and_model_suffixes():
+    """The deploy / pre-NMS output names and the model-file suffixes are written down once, in edge.artifacts."""
+    from edge.artifacts import MODEL_SUFFIXES, NMS_OUTPUTS, PRE_NMS_OUTPUTS
+
+    facts = {tuple(NMS_OUTPUTS), tuple(PRE_NMS_OUTPUTS)}
+    suffixes = set(MODEL_SUFFIXES)
+    copies = []
+    for module, path in MODULES.items():
+        if module == "edge.artifacts":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and node.elts and all(
+                    isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+                values = tuple(e.value for e in node.elts)
+                if values in facts or (len(values) > 1 and set(values) <= suffixes):
+                    copies.append(f"{module}:{node.lineno} {values}")
+    assert copies == [], copies

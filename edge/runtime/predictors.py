@@ -231,8 +231,10 @@ def check_class_names(model_names: Sequence[str], dataset_names: Sequence[str], 
             f"class names differ ({both}) and the model has more classes than the dataset, so "
             "--map-classes-by-index cannot map them all; evaluate on the dataset the model was trained for")
     if not by_index:
+        order = (" (the same names in another order: class ids would be scored as the wrong classes)"
+                 if sorted(map(str.casefold, model_names)) == sorted(map(str.casefold, dataset_names)) else "")
         raise EdgeError(
-            f"class names differ: {both}; scoring them against each other would report a meaningless mAP. "
+            f"class names differ{order}: {both}; scoring them against each other would report a meaningless mAP. "
             "Evaluate on the dataset the model was trained for, or pass --map-classes-by-index to score model "
             "class i as dataset class i anyway")
     lines = [f"warning: class names differ ({both}); --map-classes-by-index scores model class i as dataset "

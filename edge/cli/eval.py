@@ -17,6 +17,10 @@ or edge eval refuses to score it and names both lists: a model trained on other 
 this dataset gives a meaningless mAP. --map-classes-by-index scores model class i as dataset class i anyway
 and prints the mapping. A model without class names (no sidecar) is scored by index, with a warning saying
 so.
+
+Model outputs: a deploy graph's or an engine's detections with a NaN or infinite box or score, a score
+outside [0, 1] or a class id outside its class names are dropped before scoring, with one warning giving
+the count (the model is broken: re-export it). See docs/troubleshooting.md, "Reliability".
 """
 
 

@@ -341,6 +341,7 @@ def conformance_report(
     if backend.info is None:
         problems.append("backend.info is not set")
     # 1. results are caller-owned and deterministic
+    invalid_before = getattr(backend, "invalid_dropped", 0)
     first = backend.infer(batches[0])
     snapshot = [a.copy() for a in (first.num, first.boxes, first.scores, first.classes)]
     second = backend.infer(batches[1])
@@ -375,6 +376,10 @@ def conformance_report(
                 problems.append(f"{label} image {i}: classes {classes.tolist()} outside [0, {num_classes})")
             if scores.size > 1 and np.any(np.diff(scores) > 1e-6):
                 problems.append(f"{label} image {i}: scores not in descending order")
+    invalid = getattr(backend, "invalid_dropped", 0) - invalid_before
+    if invalid:  # infer() dropped them (contract point 4): the graph itself returned them
+        problems.append(f"the graph returned {invalid} invalid detection(s) (NaN or infinite boxes or scores, "
+                        "scores outside [0, 1] or classes outside the class names), dropped by infer()")
     # 3. concurrent calls (backends that allow them) give what the same calls give alone
     if getattr(backend, "concurrent_infer", False):
         problems.extend(_concurrency_problems(backend, batches[:2], [snapshot, [a.copy() for a in (

@@ -150,3 +150,13 @@ def test_jsonl_sink_never_writes_nan_even_when_given_it(tmp_path, caplog):
                       parse_constant=lambda c: pytest.fail(f"{c} written"))
     assert [d["class_id"] for d in line["detections"]] == [0]
     assert any("left out" in r.getMessage() for r in caplog.records)
+
+
+def test_the_conformance_report_names_a_graph_that_returns_invalid_detections(model):
+    from edge.runtime.backend import conformance_report
+
+    with OnnxRuntimeBackend(model, OrtOptions(threads=1)) as backend:
+        rng = np.random.default_rng(7)
+        batches = [rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8) for _ in range(2)]
+        problems = conformance_report(backend, batches, num_classes=2)
+    assert any("returned 12 invalid detection(s)" in p for p in problems), problems

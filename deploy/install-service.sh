@@ -60,6 +60,28 @@ done
 for path in "$venv" "$env_file" "$unit_dir" "$lib_dir"; do
     [[ "$path" == /* ]] || edge_die "'$path' is not an absolute path" "systemd needs absolute paths; pass /full/path"
 done
+# The paths written into the unit (Environment=, EnvironmentFile=, ExecStart=) must mean the same to sed
+# and to systemd: spaces split ExecStart= and Environment=, % starts a specifier, \ " ' $ are escapes or
+# quotes, & | rewrite sed's replacement. Such paths are refused rather than written half-right.
+safe_path='^/[A-Za-z0-9._/+@,:=-]*$'
+for pair in "--venv=$venv" "--env-file=$env_file" "--lib-dir=$lib_dir"; do
+    opt="${pair%%=*}"
+    path="${pair#*=}"
+    [[ "$path" =~ $safe_path ]] && continue
+    bad=""
+    for ((i = 0; i < ${#path}; i++)); do
+        c="${path:i:1}"
+        [[ "$c" =~ ^[A-Za-z0-9._/+@,:=-]$ ]] && continue
+        case "$c" in
+            " ") bad+=" a space" ;;
+            $'\t') bad+=" a tab" ;;
+            $'\n') bad+=" a newline" ;;
+            *) bad+=" '$c'" ;;
+        esac
+    done
+    edge_die "$opt $(printf '%q' "$path") has characters the systemd unit cannot hold as written:$bad" \
+        "use a path of letters, digits and . _ - + @ , : = / only; e.g. link it: ln -s $(printf '%q' "$path") /opt/edge-link, then $opt /opt/edge-link"
+done
 [[ "$user" =~ ^[a-z_][a-z0-9_-]*$ ]] || edge_die "--user '$user' is not a valid user name" "pass a name like edge"
 
 edge_step "check the environment $venv" \

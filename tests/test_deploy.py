@@ -617,6 +617,41 @@ def test_install_and_uninstall_dry_run_commands(tmp_path):
     assert refused.returncode == 1 and "far more" in refused.stderr
 
 
+@pytest.mark.parametrize("option, path, named", [
+    ("--venv", "/opt/a&b", "'&'"),              # sed's "the whole match": a corrupted Environment= line
+    ("--venv", "/opt/my venv", "a space"),      # splits Environment= in two
+    ("--venv", "/opt/a|b", "'|'"),              # sed's delimiter
+    ("--env-file", "/etc/edge/50%.env", "'%'"),  # a systemd specifier
+    ("--lib-dir", "/usr/lib/a\\b", "'\\'"),     # an escape for sed and systemd
+    ("--venv", '/opt/a"b', "'\"'"),             # a systemd quote
+])
+def test_install_service_refuses_paths_the_unit_cannot_hold(option, path, named):
+    """Issue 13, item 11: a path substituted into the unit that sed or systemd would read differently is
+    refused with one clear line naming the option, the path and the character; nothing is written."""
+    proc = bash(INSTALL, "--dry-run", option, path)
+    assert proc.returncode == 1, proc.stdout
+    assert f"error: {option} " in proc.stderr and "cannot hold" in proc.stderr and named in proc.stderr, proc.stderr
+    assert "what to do:" in proc.stderr and "+ write" not in proc.stdout
+
+
+def test_install_service_writes_unusual_but_safe_paths_verbatim(tmp_path):
+    """Characters the unit takes as they are (+ @ , : = -) reach it unchanged, and systemd reads it."""
+    venv = tmp_path / "venv+py3.8@edge,v=1:x-y"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "edge-run").write_text("#!/bin/sh\n")
+    (venv / "bin" / "edge-run").chmod(0o755)
+    env_file = tmp_path / "etc" / "run=1.env"
+    proc = stage_install(tmp_path, venv, "--env-file", str(env_file))
+    assert proc.returncode == 0, proc.stderr
+    unit = tmp_path / "units" / "edge-run.service"
+    lines = unit.read_text().splitlines()
+    assert f"Environment=EDGE_VENV={venv}" in lines and f"EnvironmentFile={env_file}" in lines
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not available here; the unit was checked statically only")
+    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert verify.returncode == 0 and "edge-run.service" not in verify.stderr, verify.stdout + verify.stderr
+
+
 def test_service_launcher_runs_edge_run_and_stops_cleanly_on_sigterm(tmp_path):
     """What systemd does: start the installed launcher with the environment file, then `systemctl stop`
     (SIGTERM). edge-run must get the signal itself (exec) and finalize its video and statistics."""

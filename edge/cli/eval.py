@@ -9,8 +9,24 @@ from edge.errors import EdgeError
 
 HELP = "score a model or a COCO-format detections file on a dataset split (VOC mAP50, COCO mAP50-95)"
 
+DESCRIPTION = """\
+Score a model (or a COCO results file) on a dataset split.
+
+Class names: the model's class names (its sidecar, or a checkpoint's model card) must match the dataset's,
+or edge eval refuses to score it and names both lists: a model trained on other classes scored against
+this dataset gives a meaningless mAP. --map-classes-by-index scores model class i as dataset class i anyway
+and prints the mapping. A model without class names (no sidecar) is scored by index, with a warning saying
+so.
+
+Model outputs: a deploy graph's or an engine's detections with a NaN or infinite box or score, a score
+outside [0, 1] or a class id outside its class names are dropped before scoring, with one warning giving
+the count (the model is broken: re-export it). See docs/troubleshooting.md, "Reliability".
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "model",
         nargs="?",
@@ -42,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what is scored; only axis-aligned boxes (pycocotools' 'bbox') are supported",
     )
     parser.add_argument(
+        "--map-classes-by-index",
+        action="store_true",
+        help="score a model whose class names differ from the dataset's anyway, model class i as dataset "
+        "class i (the mapping is printed); without it such a model is refused, naming both lists",
+    )
+    parser.add_argument(
         "--max-dets",
         type=int,
         default=100,
@@ -54,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.artifacts import atomic_write_json
     from edge.data import load_dataset
     from edge.evaluate import evaluate_detections, evaluate_model, format_table, plot_pr_curves
-    from edge.runtime.predictors import load_predictor
+    from edge.runtime.predictors import check_class_names, load_predictor, predictor_class_names
 
     if bool(args.model) == bool(args.detections):
         raise EdgeError(
@@ -71,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         source = {"model": str(Path(args.model))}
         predictor = load_predictor(args.model)
+        names, origin = predictor_class_names(predictor, args.model)
+        for line in check_class_names(names, dataset.class_names, origin=origin, model=Path(args.model).name,
+                                      by_index=args.map_classes_by_index):
+            print(line)
         result = evaluate_model(predictor, dataset, max_dets=args.max_dets)
 
     print(

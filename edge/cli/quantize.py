@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "dataset YAML with --calib-split")
     cal.add_argument("--calib-split", metavar="SPLIT", help="split of the --calib dataset YAML (e.g. trainval)")
     cal.add_argument("--calib-count", type=int, metavar="N",
-                     help="use N images (default: all of a manifest, 64 spread over a dataset split)")
+                     help="use N images (default: all of a manifest, 64 spread over a dataset split); fewer than "
+                          "32 calibration images get a warning (ranges from a handful of images do not generalize)")
     cal.add_argument("--calib-batch", type=int, default=1, metavar="B", help="images per calibration batch (default 1)")
     cal.add_argument("--method", choices=("entropy", "percentile", "minmax"), default="entropy",
                      help="activation range calibration (default entropy, as TensorRT's calibrator)")
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         summary["fp32_map50"] = (gate_report.get("fp32") or {}).get("map50")
         summary["drop_points"] = gate_report["final"].get("drop_points")
         summary["gate"] = gate_report.get("message")
+        summary["gate_images"] = (gate_report.get("validation") or {}).get("images")
     if result.gate_report_path is not None:
         summary["gate_report"] = str(result.gate_report_path)
     print(json.dumps(summary))

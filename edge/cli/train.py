@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--device", metavar="DEV", help="cpu (default), cuda or cuda:N")
     p.add_argument("--save-period", type=int, metavar="N", help="also keep OUT/epochN.pt every N epochs")
     p.add_argument("--limit", type=int, metavar="N", help="train on the first N images only (smoke tests)")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="stop when an image is missing, empty or does not decode (default: such images are "
+                        "skipped, counted and named in a warning)")
     p.add_argument("--best-metric", choices=("map50", "map50_95"), help="validation figure that picks best.pt")
     p.add_argument("--rank-hash-dir", metavar="DIR",
                    help="debug: every process writes the sha256 of its final weights to DIR/rank<R>.json")
@@ -110,7 +113,7 @@ _FIELDS = {
     "train_split": "train_split", "val_split": "val_split", "eval_every": "eval_every", "augment": "augment",
     "multiscale": "multiscale", "cache_images": "cache_images", "seed": "seed", "device": "device",
     "save_period": "save_period", "limit": "limit", "best_metric": "best_metric", "rank_hash_dir": "rank_hash_dir",
-    "precise_bn": "precise_bn",
+    "precise_bn": "precise_bn", "strict": "strict",
 }
 
 

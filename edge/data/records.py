@@ -52,6 +52,8 @@ class LoadReport:
 
     counts: Dict[str, int] = field(default_factory=dict)
     examples: Dict[str, str] = field(default_factory=dict)
+    #: every image file left out because it is missing, empty or does not decode (in load order)
+    skipped_images: List[str] = field(default_factory=list)
 
     def add(self, reason: str, where: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1

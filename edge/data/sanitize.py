@@ -128,6 +128,7 @@ def check_image(
     """
     if not path.is_file():
         problems(Problem.MISSING_IMAGE, where, f"image file {path} does not exist; image skipped")
+        problems.report.skipped_images.append(str(path))
         return None
     try:
         size = image_size(path)
@@ -136,6 +137,7 @@ def check_image(
             size = (int(image.shape[1]), int(image.shape[0]))
     except DataError as exc:
         problems(Problem.CORRUPT_IMAGE, where, f"{exc}; image skipped")
+        problems.report.skipped_images.append(str(path))
         return None
     return size
 

@@ -19,6 +19,9 @@ The contract (``conformance_report`` checks it; tests run it on every backend pr
    by the caller: a later ``infer`` never overwrites them.
 3. Same input, same output (deterministic); different inputs give independent results.
 4. ``0 <= num_detections <= K``; boxes finite; classes in ``[0, num_classes)`` when classes are known.
+   ``infer`` enforces it on whatever the graph returns: a detection with a non-finite box or score, a
+   score outside [0, 1] or a class outside the class list is dropped (``drop_invalid``), counted in
+   ``DetectionBatch.invalid_dropped`` and ``Backend.invalid_dropped``, and warned about once.
 5. ``close()`` frees everything and is idempotent; ``infer`` after ``close`` raises ``EdgeError``.
    Backends are context managers.
 6. A backend whose ``concurrent_infer`` is True may be called from several threads at once (the
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -77,6 +81,9 @@ class DetectionBatch:
     boxes: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
+    #: detections of this batch dropped as invalid by ``drop_invalid`` (NaN boxes, scores outside [0, 1],
+    #: classes outside the class list)
+    invalid_dropped: int = 0
 
     def __len__(self) -> int:
         return int(self.num.shape[0])
@@ -118,6 +125,46 @@ def detections_from_outputs(outputs: Dict[str, np.ndarray], *, copy: bool = Fals
         scores=scores.astype(np.float32, copy=copy),
         classes=classes.astype(np.int32, copy=copy),
     )
+
+
+#: a score this little above 1 is rounding (fp16 engines), clamped to 1; further above, the detection is dropped
+SCORE_TOLERANCE = 1e-3
+
+
+def invalid_mask(det: DetectionBatch, num_classes: int = 0) -> np.ndarray:
+    """[B, K] bool: the valid rows (the first ``num[i]`` of image ``i``) that break contract point 4: a
+    non-finite box coordinate or score, a score below 0 or above 1 (+ ``SCORE_TOLERANCE``), a class below 0
+    or, when ``num_classes`` > 0, at or above it."""
+    b, k = det.scores.shape
+    rows = np.arange(k)[None, :] < det.num[:, None]
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(det.boxes).all(axis=-1) | ~np.isfinite(det.scores)
+        bad |= (det.scores < 0.0) | (det.scores > 1.0 + SCORE_TOLERANCE) | (det.classes < 0)
+        if num_classes > 0:
+            bad |= det.classes >= num_classes
+    return rows & bad
+
+
+def drop_invalid(det: DetectionBatch, num_classes: int = 0) -> DetectionBatch:
+    """Remove the detections ``invalid_mask`` flags from ``det`` (in place: the rows that stay keep their
+    order and move up, ``num`` shrinks) and clamp scores within ``SCORE_TOLERANCE`` above 1 to 1.
+    ``det.invalid_dropped`` is set to the number removed. The arrays must be caller-owned."""
+    bad = invalid_mask(det, num_classes)
+    dropped = int(bad.sum())
+    if dropped:
+        for i in np.flatnonzero(bad.any(axis=1)):
+            n = int(det.num[i])
+            keep = np.flatnonzero(~bad[i, :n])
+            m = len(keep)
+            for a in (det.boxes, det.scores, det.classes):
+                a[i, :m] = a[i, keep]
+            det.boxes[i, m:n] = 0.0
+            det.scores[i, m:n] = 0.0
+            det.classes[i, m:n] = 0
+            det.num[i] = m
+    np.minimum(det.scores, 1.0, out=det.scores)
+    det.invalid_dropped = dropped
+    return det
 
 
 def find_output_names(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> Dict[str, str]:
@@ -169,6 +216,9 @@ class Backend(abc.ABC):
         self._input_spec: Optional[TensorSpec] = None
         self._output_specs: List[TensorSpec] = []
         self._closed = False
+        #: detections dropped as invalid over this backend's life (``drop_invalid``); thread-safe
+        self.invalid_dropped = 0
+        self._invalid_lock = threading.Lock()
 
     # -- description ---------------------------------------------------------------------------
     @property
@@ -196,7 +246,21 @@ class Backend(abc.ABC):
         if self._closed:
             raise EdgeError(f"{self.name} backend is closed; create a new one to run inference")
         self._check_input(batch)
-        return detections_from_outputs(self._infer(batch))
+        det = detections_from_outputs(self._infer(batch), copy=True)
+        num_classes = len(self.info.class_names) if self.info is not None else 0
+        drop_invalid(det, num_classes)
+        if det.invalid_dropped:
+            with self._invalid_lock:
+                first = self.invalid_dropped == 0
+                self.invalid_dropped += det.invalid_dropped
+            if first:
+                log.warning(
+                    "%s returned %d invalid detection(s) (a NaN or infinite box or score, a score outside [0, 1] "
+                    "or a class outside its %d class names): dropped; later ones are dropped silently and "
+                    "counted in the stats (detections_invalid_dropped). The model or its engine is broken: "
+                    "re-export it and check it with `edge eval`", self.describe(), det.invalid_dropped,
+                    num_classes)
+        return det
 
     def _check_input(self, batch: np.ndarray) -> None:
         spec = self.input_spec
@@ -277,6 +341,7 @@ def conformance_report(
     if backend.info is None:
         problems.append("backend.info is not set")
     # 1. results are caller-owned and deterministic
+    invalid_before = getattr(backend, "invalid_dropped", 0)
     first = backend.infer(batches[0])
     snapshot = [a.copy() for a in (first.num, first.boxes, first.scores, first.classes)]
     second = backend.infer(batches[1])
@@ -311,6 +376,10 @@ def conformance_report(
                 problems.append(f"{label} image {i}: classes {classes.tolist()} outside [0, {num_classes})")
             if scores.size > 1 and np.any(np.diff(scores) > 1e-6):
                 problems.append(f"{label} image {i}: scores not in descending order")
+    invalid = getattr(backend, "invalid_dropped", 0) - invalid_before
+    if invalid:  # infer() dropped them (contract point 4): the graph itself returned them
+        problems.append(f"the graph returned {invalid} invalid detection(s) (NaN or infinite boxes or scores, "
+                        "scores outside [0, 1] or classes outside the class names), dropped by infer()")
     # 3. concurrent calls (backends that allow them) give what the same calls give alone
     if getattr(backend, "concurrent_infer", False):
         problems.extend(_concurrency_problems(backend, batches[:2], [snapshot, [a.copy() for a in (

@@ -378,6 +378,7 @@ class Pipeline:
                 with self._infer_lock:
                     tracker.add(elapsed)
                     self.stats.counters.inferred += 1
+                    self.stats.counters.invalid_dropped += getattr(packet.detections, "invalid_dropped", 0)
                 if not self._put(q_out, packet):
                     self._release(packet)
                     break
@@ -578,6 +579,7 @@ def naive_loop(
         packet.detections = backend.infer(inp)
         t3 = time.perf_counter()
         stats.counters.inferred += 1
+        stats.counters.invalid_dropped += getattr(packet.detections, "invalid_dropped", 0)
         stats.counters.detections += postprocess(packet)
         t4 = time.perf_counter()
         if draw:

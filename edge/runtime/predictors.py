@@ -24,15 +24,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.artifacts import MODEL_SUFFIXES
+from edge.artifacts import MODEL_SUFFIXES, sidecar_path
 from edge.errors import EdgeError, MissingDependencyError, ModelError
 from edge.export.prenms import EvalSettings, OnnxPreNmsPredictor, Prediction
 from edge.model_input import Preprocessor
 from edge.ort import graph_kind, output_names
+from edge.runtime.backend import class_names_from_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +171,76 @@ def load_predictor(path: Union[str, "os.PathLike[str]"]) -> Callable[[np.ndarray
             "--detections FILE (the COCO results format)"
         )
     return loader(p)
+
+
+# -- class names: the model's against the dataset's -----------------------------------------------
+
+
+def predictor_class_names(predictor: Any, path: Union[str, "os.PathLike[str]"]) -> Tuple[List[str], str]:
+    """The class names a predictor of ``path`` was made with, and where they come from (for messages).
+
+    ``BackendPredictor``: its backend's sidecar (``backend.info.class_names``); ``OnnxPreNmsPredictor``: its
+    sidecar; ``TorchPredictor``: the checkpoint's model card (``class_names``, set by its loader). An empty
+    list: the model names no classes (no sidecar, or a sidecar without class names).
+    """
+    p = Path(path)
+    sidecar = sidecar_path(p)
+    backend = getattr(predictor, "backend", None)
+    if backend is not None and getattr(backend, "info", None) is not None:
+        names = list(backend.info.class_names)
+    elif isinstance(getattr(predictor, "sidecar", None), dict):
+        names = class_names_from_sidecar(predictor.sidecar)
+    elif getattr(predictor, "class_names", None) is not None:
+        names = [str(n) for n in predictor.class_names]
+        return names, ("its model card" if names else "nowhere: its model card has no class names")
+    else:
+        names = []
+    if names:
+        return names, f"its sidecar {sidecar}"
+    state = "has no class names" if sidecar.is_file() else "was not found"
+    return [], f"nowhere: its sidecar {sidecar} {state}"
+
+
+def _same_name(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def check_class_names(model_names: Sequence[str], dataset_names: Sequence[str], *, origin: str, model: str,
+                      by_index: bool = False) -> List[str]:
+    """Compare the model's class names with the dataset's before scoring; returns the lines to print.
+
+    Equal lists (case and surrounding spaces aside) pass. A model with no names is scored by index, said in
+    a warning line (its ids are taken as the dataset's classes in order). Different lists raise
+    ``EdgeError`` naming both, unless ``by_index`` (``edge eval --map-classes-by-index``): then the mapping
+    is printed, model class i scored as dataset class i (a model with more classes than the dataset is
+    refused all the same).
+    """
+    model_names, dataset_names = list(model_names), list(dataset_names)
+    listed = ", ".join(f"{i} {n}" for i, n in enumerate(dataset_names))
+    if not model_names:
+        msg = (f"warning: {model} has no class names (they come from {origin}); its class ids are scored as "
+               f"the dataset's classes by index: {listed}. Put the class names in the model's sidecar to have "
+               "them checked")
+        return [msg]
+    if len(model_names) == len(dataset_names) and all(map(_same_name, model_names, dataset_names)):
+        return [f"class names: {model}'s match the dataset's ({len(model_names)}: {', '.join(model_names)})"]
+    both = f"the model has {len(model_names)} {model_names} (from {origin}), the dataset {len(dataset_names)} " \
+           f"{dataset_names}"
+    if by_index and len(model_names) > len(dataset_names):
+        raise EdgeError(
+            f"class names differ ({both}) and the model has more classes than the dataset, so "
+            "--map-classes-by-index cannot map them all; evaluate on the dataset the model was trained for")
+    if not by_index:
+        order = (" (the same names in another order: class ids would be scored as the wrong classes)"
+                 if sorted(map(str.casefold, model_names)) == sorted(map(str.casefold, dataset_names)) else "")
+        raise EdgeError(
+            f"class names differ{order}: {both}; scoring them against each other would report a meaningless mAP. "
+            "Evaluate on the dataset the model was trained for, or pass --map-classes-by-index to score model "
+            "class i as dataset class i anyway")
+    lines = [f"warning: class names differ ({both}); --map-classes-by-index scores model class i as dataset "
+             "class i:"]
+    for i, name in enumerate(model_names):
+        lines.append(f"  model {i} {name} -> dataset {i} {dataset_names[i]}")
+    for i in range(len(model_names), len(dataset_names)):
+        lines.append(f"  (no model class) -> dataset {i} {dataset_names[i]}: never detected")
+    return lines

@@ -26,6 +26,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -334,7 +335,14 @@ class JsonLinesSink(Sink):
         if self._fh.closed:
             return
         try:
-            self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+            line = json.dumps(record, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # NaN/inf: never written (the backend drops them first; this is the last guard)
+            finite = [d for d in dets if all(math.isfinite(v) for v in (*d["box"], d["score"]))]
+            log.warning("--detections-out: frame %d: %d detection(s) with NaN or infinite values left out",
+                        packet.index, len(dets) - len(finite))
+            line = json.dumps(dict(record, detections=finite), separators=(",", ":"), allow_nan=False)
+        try:
+            self._fh.write(line + "\n")
         except OSError as exc:
             self._fail(exc)
         self.lines += 1

@@ -82,7 +82,8 @@ class Counters:
     ``discarded``: frames captured but in flight when the run stopped (a frame a live source delivered
     after the last one taken, frames queued before inference when a run is stopped or aborted), so that
     ``captured == inferred + dropped + discarded`` once the run is over. Counters written by more than
-    one thread go through ``add``."""
+    one thread go through ``add``. ``invalid_dropped``: detections the backend dropped as invalid (NaN boxes,
+    scores outside [0, 1], classes outside the class list: ``edge.runtime.backend.drop_invalid``)."""
 
     captured: int = 0
     inferred: int = 0
@@ -93,6 +94,7 @@ class Counters:
     capture_timeouts: int = 0
     capture_errors: int = 0
     reopens: int = 0
+    invalid_dropped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str, n: int = 1) -> None:
@@ -171,6 +173,7 @@ class RunStats:
                 "reopens": c.reopens,
             },
             "detections": c.detections,
+            "detections_invalid_dropped": c.invalid_dropped,
             "elapsed_s": round(self.elapsed, 4),
             "e2e_fps": round(self.e2e_fps, 3),
             "steady_fps": round(self.steady_fps, 3),
@@ -211,5 +214,8 @@ class RunStats:
             lines.append(f"{name:<12}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['mean_ms']:>9.2f}")
         g = d["glass_to_glass_ms"]
         lines.append(f"{'glass2glass':<12}{g['p50_ms']:>9.2f}{g['p99_ms']:>9.2f}{g['mean_ms']:>9.2f}")
+        if d["detections_invalid_dropped"]:
+            lines.append(f"invalid detections dropped: {d['detections_invalid_dropped']} (NaN boxes, scores "
+                         "outside [0, 1] or classes outside the class list; the model is broken)")
         lines += [f"FAILED output {e['output']}: {e['error']}" for e in self.output_errors]
         return "\n".join(lines)

@@ -22,7 +22,9 @@ import datetime
 import hashlib
 import logging
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -220,10 +222,9 @@ def read_checkpoint(
     try:
         data = torch.load(str(p), map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling errors have many types
-        raise ModelError(
-            f"cannot read {p} as a weights-only torch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "expected a file written by `edge train` (tensors and plain data only, no pickled objects)"
-        ) from None
+        raise ModelError(f"cannot read {p} as a weights-only checkpoint: {_load_failure(exc)}; expected a "
+                         "checkpoint written by `edge train` (tensors and plain data only); copy the file again, "
+                         "or pass the right one") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         found = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
         raise ModelError(
@@ -240,6 +241,22 @@ def read_checkpoint(
         if key not in data:
             raise ModelError(f"{p} has no {key!r} entry; the file is incomplete or not from `edge train`")
     return data
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in edge's words. PyTorch's own message is not
+    relayed where it suggests retrying with ``weights_only=False``: that runs whatever code the file holds."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it holds a pickled Python object ({found.group(1)}), which edge never unpickles: it is not an "
+                "edge checkpoint, or it was altered")
+    if "weights_only" in text or "Weights only" in text or isinstance(exc, pickle.UnpicklingError):
+        operand = re.search(r"Unsupported operand \w+", text)
+        detail = f"unpickling failed: {operand.group(0)}" if operand else "unpickling failed"
+    else:
+        detail = f"{type(exc).__name__}: {text.split('. ')[0].rstrip('.')[:200]}"
+    return f"it may be corrupt (truncated or damaged in transfer) or not an edge checkpoint ({detail})"
 
 
 def model_from_card(card: Dict[str, Any]) -> Any:

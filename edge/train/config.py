@@ -61,6 +61,9 @@ class TrainConfig:
         score_threshold / iou_threshold / max_detections: postprocessing for validation mAP.
         best_metric: which validation figure picks best.pt.
         limit: train on the first N images of the split only (0: all; smoke tests).
+        strict: stop when an image of the training or validation split is missing, empty or does not decode
+            (default: every image is decoded once when the splits load; such images are skipped, counted and
+            named in a warning).
         resume: checkpoint to resume from (set by ``--resume``).
         rank_hash_dir: debug; every process writes the sha256 of its final weights there.
     """
@@ -106,6 +109,7 @@ class TrainConfig:
     max_detections: int = 100
     best_metric: str = "map50"
     limit: int = 0
+    strict: bool = False
     resume: Optional[str] = None
     rank_hash_dir: Optional[str] = None
 

@@ -120,7 +120,8 @@ def load_splits(cfg: TrainConfig, main: bool) -> Tuple[Any, str, Optional[Any]]:
             f"dataset {cfg.data} has no split {cfg.train_split!r} (it has {sorted(dcfg.splits)}); "
             "pick one with --train-split"
         )
-    train_ds = load_dataset(dcfg, cfg.train_split, log=main)
+    train_ds = load_dataset(dcfg, cfg.train_split, log=main, decode_images=True)
+    _unreadable_images(cfg, train_ds, cfg.train_split, main)
     if cfg.limit:
         train_ds.records = train_ds.records[: cfg.limit]
     if not train_ds.records:
@@ -131,6 +132,22 @@ def load_splits(cfg: TrainConfig, main: bool) -> Tuple[Any, str, Optional[Any]]:
     if val_split != "none" and main:
         val_ds = _load_val_split(cfg, dcfg, val_split, train_ds)
     return train_ds, val_split, val_ds
+
+
+def _unreadable_images(cfg: TrainConfig, dataset: Any, split: str, main: bool) -> None:
+    """One policy for images that cannot be used (missing, empty, truncated or undecodable: every image is
+    decoded once when a split loads): skipped, counted and named in one warning; ``cfg.strict`` stops
+    instead with a DataError naming them."""
+    skipped = list(dataset.report.skipped_images)
+    if not skipped:
+        return
+    shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+    if cfg.strict:
+        raise DataError(f"split {split!r} of {cfg.data}: {len(skipped)} image(s) missing, empty or corrupt ({shown}); "
+                        "--strict stops on them: replace or remove them, or train without --strict to skip them")
+    if main:
+        log.warning("split %r: %d image(s) skipped, missing, empty or corrupt: %s (--strict stops instead)",
+                    split, len(skipped), shown)
 
 
 def _pick_val_split(cfg: TrainConfig, dcfg: Any, main: bool) -> str:
@@ -152,7 +169,8 @@ def _load_val_split(cfg: TrainConfig, dcfg: Any, val_split: str, train_ds: Any) 
     """The validation dataset (None when it has no images); warns when it shares images with training."""
     from edge.data import load_dataset
 
-    val_ds = load_dataset(dcfg, val_split, log=True)
+    val_ds = load_dataset(dcfg, val_split, log=True, decode_images=True)
+    _unreadable_images(cfg, val_ds, val_split, True)
     if not val_ds.records:
         log.warning("validation split %r has no images: no validation mAP", val_split)
         return None

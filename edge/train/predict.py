@@ -77,6 +77,8 @@ class TorchPredictor:
         self.pre_nms_topk = int(pre_nms_topk)
         self.class_agnostic = bool(class_agnostic)
         self.pad_value = int(pad_value)
+        #: the model's class names (``predictor_from_checkpoint`` fills them from the checkpoint's card)
+        self.class_names: List[str] = []
 
     def __call__(self, image_bgr: np.ndarray) -> Prediction:
         return self.predict_batch([image_bgr])[0]
@@ -134,4 +136,6 @@ def predictor_from_checkpoint(path, *, device: str = "cpu", **options) -> TorchP
     model, card = load_checkpoint(path, device=device)
     log.info("loaded %s: %s, input %s, classes %s", path, card.get("arch"), card.get("input_size"),
              card.get("class_names"))
-    return TorchPredictor(model, device=device, **options)
+    predictor = TorchPredictor(model, device=device, **options)
+    predictor.class_names = [str(n) for n in (card.get("class_names") or [])]  # checked by `edge eval`
+    return predictor

@@ -40,6 +40,10 @@ from edge.ort import import_onnx
 
 log = logging.getLogger(__name__)
 
+#: fewer INT8 calibration images than this get a warning: activation ranges measured on a handful of
+#: images fit those images, not the scenes the model will see (TensorRT's samples use 500+; 32 is a floor)
+MIN_CALIBRATION_IMAGES = 32
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 PRECISIONS = ("int8", "fp16")
@@ -204,7 +208,17 @@ def _calibration_batches(calib: Any, fmt: Any, config: QuantizeConfig,
                                                     else {})
             provenance = provenance_record(batcher, method=config.method, percentile=config.percentile,
                                            source_onnx_sha256=source_sha, options=options)
+            _warn_few_calibration_images(int(batcher.num_images))
     return batches, provenance
+
+
+def _warn_few_calibration_images(images: int) -> None:
+    if images < MIN_CALIBRATION_IMAGES:
+        log.warning("INT8 calibration on %d image(s), fewer than the %d edge asks for: activation ranges measured "
+                    "on so few images fit them, not the scenes the model will see, and INT8 accuracy suffers "
+                    "where the gate may not look; calibrate on %d or more representative images (a manifest such "
+                    "as calibration/bccd-trainval-64.txt, or --calib DATA.yaml --calib-split trainval)",
+                    images, MIN_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES)
 
 
 def _int8_graph(quantizer: Int8Quantizer, model: Any, samples: Sequence[np.ndarray], config: QuantizeConfig) -> Any:
@@ -247,7 +261,11 @@ def _gated_choice(model: Any, fp16: Fp16Result, quantizer: Optional[Int8Quantize
     if outcome.decision == "refused":
         raise ModelError(f"accuracy gate refused {src.name}: {outcome.message}; nothing written but the "
                          f"report {report_path}")
-    log.info("accuracy gate: %s", outcome.message)
+    images = int((gate_report.get("validation") or {}).get("images") or 0)
+    log.info("accuracy gate (scored on %d validation image(s)): %s", images, outcome.message)
+    if images < MIN_CALIBRATION_IMAGES:
+        log.warning("the accuracy gate scored only %d validation image(s) (fewer than %d): its mAP figures are "
+                    "noisy; pass a larger --val-split or --val-count", images, MIN_CALIBRATION_IMAGES)
     return _Choice(outcome.decision, outcome.model, list(outcome.float_nodes), gate_report, report_path)
 
 

@@ -181,20 +181,22 @@ def plan_decode(spec: Any, *, decode: str = "auto", target: Optional[str] = None
     target = target or ("jetson" if nvidia_decoder_available() else "software")
     if target not in TARGETS:
         raise EdgeError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
-    pipeline, why_not = _source_pipeline(spec, target_hw, modes)
+    # a mode the camera lacks is refused on every path, with the list of the modes it has
+    mode = v4l2_mode(spec, modes) if spec.kind == "v4l2" else None
     if decode == "opencv":
         return DecodePlan("opencv", "--decode opencv")
+    has_gst = gstreamer_available() if gstreamer is None else gstreamer
+    if not has_gst:  # no pipeline to build: the files and cameras are not probed for one
+        if decode == "gstreamer":
+            raise EdgeError("--decode gstreamer: this OpenCV has no GStreamer (pip's opencv-python never does); "
+                            "on a Jetson use JetPack's OpenCV (deploy/setup-jetson.sh), or use --decode opencv")
+        return DecodePlan("opencv", "this OpenCV has no GStreamer (pip's opencv-python never does)")
+    pipeline, why_not = _source_pipeline(spec, target_hw, mode)
     if pipeline is None:
         if decode == "gstreamer":
             raise EdgeError(f"--decode gstreamer: {spec} has no GStreamer pipeline here: {why_not}; "
                             "use --decode auto or opencv")
         return DecodePlan("opencv", why_not)
-    has_gst = gstreamer_available() if gstreamer is None else gstreamer
-    if not has_gst:
-        if decode == "gstreamer":
-            raise EdgeError("--decode gstreamer: this OpenCV has no GStreamer (pip's opencv-python never does); "
-                            "on a Jetson use JetPack's OpenCV (deploy/setup-jetson.sh), or use --decode opencv")
-        return DecodePlan("opencv", "this OpenCV has no GStreamer (pip's opencv-python never does)")
     if target == "jetson":
         return DecodePlan("gstreamer", "hardware decode (nvv4l2decoder) and scaling (nvvidconv) before the CPU",
                           pipeline, target)
@@ -206,8 +208,9 @@ def plan_decode(spec: Any, *, decode: str = "auto", target: Optional[str] = None
 
 
 def _source_pipeline(spec: Any, target_hw: Optional[Tuple[int, int]],
-                     modes: Optional[List[Any]]) -> Tuple[Optional[Any], str]:
-    """(the Jetson pipeline for ``spec``, or None and why there is none)."""
+                     mode: Optional[Any]) -> Tuple[Optional[Any], str]:
+    """(the Jetson pipeline for ``spec``, or None and why there is none); ``mode``: a V4L2 camera's mode
+    (``v4l2_mode``; None where its modes are unknown)."""
     if spec.kind == "rtsp":
         if not spec.uri.lower().startswith(("rtsp://", "rtsps://")):
             return None, "only rtsp:// streams have a GStreamer pipeline (http, rtmp open through FFmpeg)"
@@ -216,7 +219,6 @@ def _source_pipeline(spec: Any, target_hw: Optional[Tuple[int, int]],
         return rtsp_pipeline(spec.path_for_stream(), codec=codec, out_size=out, latency_ms=latency,
                              transport=transport), ""
     if spec.kind == "v4l2":
-        mode = v4l2_mode(spec, modes)
         fmt = mode.format if mode is not None else spec.camera_format()
         size = (mode.width, mode.height) if mode is not None else spec.size()
         fps = mode.fps if mode is not None else spec.number("fps", 30.0)

@@ -3,7 +3,8 @@
 
 The packages (Debian's GStreamer 1.22; ``.ci/run`` installs them where it is root):
 gstreamer1.0-tools gstreamer1.0-plugins-{base,good,bad,ugly} gstreamer1.0-libav gstreamer1.0-rtsp
-gir1.2-gst-rtsp-server-1.0 python3-gi. Where they are missing the tests skip with the reason.
+gir1.2-gst-rtsp-server-1.0 python3-gi, and python3-opencv (Debian's OpenCV, built with GStreamer, for the
+tests that open edge's pipelines through cv2.CAP_GSTREAMER under the system Python). Where they are missing the tests skip with the reason.
 """
 
 from __future__ import annotations

@@ -258,3 +258,71 @@ def test_rtsp_pipeline_reads_the_real_server(rtsp_server):
         proc.terminate()
         proc.wait(10)
     assert "width=(int)128, height=(int)96" in caps and "format=(string)BGR," in caps, "".join(seen)[-3000:]
+
+
+# -- through a real OpenCV built with GStreamer -------------------------------------------------------
+
+_READ_WITH_SYSTEM_OPENCV = r"""
+import json, sys, time
+from edge.runtime.plan import plan_decode
+from edge.runtime.sources.base import CaptureStatus
+from edge.runtime.sources.factory import open_source
+from edge.runtime.sources.uri import parse_source
+
+spec = parse_source(sys.argv[1])
+plan = plan_decode(spec, decode="gstreamer", target="software", target_hw=(320, 320))
+source = open_source(spec, target_hw=(320, 320), decode=plan)
+source.open()
+frames, shapes, end = 0, set(), time.monotonic() + 20
+while time.monotonic() < end and frames < int(sys.argv[2]):
+    status, frame = source.read()
+    if status is not CaptureStatus.FRAME:
+        break
+    frames += 1
+    shapes.add(frame.shape)
+source.close()
+print(json.dumps({"type": type(source).__name__, "path": plan.path, "frames": frames,
+                  "shapes": sorted(shapes), "status": status.value, "live": source.live}))
+"""
+
+
+def _system_opencv_missing():
+    probe = "import cv2, re, sys; sys.exit(not re.search(r'GStreamer:\\s*YES', cv2.getBuildInformation()))"
+    if subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True).returncode != 0:
+        return "the system Python has no OpenCV with GStreamer (apt-get install python3-opencv)"
+    return None
+
+
+def _read_with_system_opencv(uri: str, frames: int) -> dict:
+    import json
+    import os
+
+    from tests.paths import REPO
+
+    run = subprocess.run(["/usr/bin/python3", "-c", _READ_WITH_SYSTEM_OPENCV, uri, str(frames)], capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.gstreamer
+def test_a_real_gstreamer_opencv_reads_a_file_pipeline_without_drops(gstreamer, tmp_path):
+    """Debian's OpenCV (GStreamer: YES) under the system Python opens the pipeline edge builds through
+    ``PipelineSource`` (cv2.CAP_GSTREAMER): every frame of the file, at the size nvvidconv would give."""
+    why = _system_opencv_missing()
+    if why:
+        pytest.skip(why)
+    clip = _encode(tmp_path / "a clip.mp4", "x264enc", "h264parse ! mp4mux !", frames=30)
+    got = _read_with_system_opencv(str(clip), 1000)
+    assert got == {"type": "PipelineSource", "path": "gstreamer", "frames": 30, "shapes": [[180, 320, 3]],
+                   "status": "end", "live": False}
+
+
+@pytest.mark.gstreamer
+def test_a_real_gstreamer_opencv_reads_the_rtsp_server_through_the_pipeline(rtsp_server):
+    why = _system_opencv_missing()
+    if why:
+        pytest.skip(why)
+    got = _read_with_system_opencv(rtsp_server.url(query="transport=tcp&size=320x240"), 20)
+    assert got == {"type": "PipelineSource", "path": "gstreamer", "frames": 20, "shapes": [[240, 320, 3]],
+                   "status": "frame", "live": True}

@@ -239,7 +239,7 @@ class PipelineSource(VideoCaptureSource):
     def _open_capture(self) -> "object":
         import cv2
 
-        log.debug("GStreamer pipeline: %s", self.pipeline.redacted())
+        log.info("GStreamer pipeline: %s", self.pipeline.redacted())
         return cv2.VideoCapture(self.pipeline.description, cv2.CAP_GSTREAMER)
 
     def _open_failed(self) -> EdgeError:

@@ -29,7 +29,9 @@ from edge.runtime.plan import DecodePlan, plan_decode
 from edge.runtime.serve import MjpegServer, serve_access
 from edge.runtime.sinks import DisplaySink, JsonLinesSink, VideoFileSink, display_available
 from edge.runtime.sources import camera_spec, open_source, parse_source
-from edge.runtime.sources.gst import DECODE_CHOICES
+from edge.runtime.sources.cameras import CsiSource
+from edge.runtime.sources.gst import DECODE_CHOICES, software_equivalent
+from edge.runtime.sources.gst import Pipeline as GstPipeline
 from edge.runtime.stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -204,11 +206,16 @@ def print_pipeline(opts: RunOptions) -> str:
             backend.close()
     except EdgeError as exc:
         log.warning("no scaling in the printed pipeline: the model's input size is unknown (%s)", exc)
-    decode = plan_decode(spec, decode="gstreamer", target=opts.target or "jetson", gstreamer=True,
-                         target_hw=target_hw)
-    if decode.pipeline is None:
-        raise EdgeError(f"{spec} has no GStreamer pipeline: {decode.reason}")
-    return decode.pipeline.redacted()
+    if spec.kind == "csi":  # always a pipeline: nvarguscamerasrc -> nvvidconv
+        return GstPipeline.parse(CsiSource(spec, target_hw).build_pipeline()).redacted()
+    if spec.kind == "file" and not Path(spec.path).is_file():
+        raise EdgeError(f"--print-pipeline: video file {spec} not found; pass an existing H.264/H.265 file")
+    decode = plan_decode(spec, decode="auto", target="jetson", gstreamer=True, target_hw=target_hw)
+    if decode.path != "gstreamer" or decode.pipeline is None:
+        raise EdgeError(f"--print-pipeline: {spec} has no GStreamer pipeline ({decode.reason}); edge-run opens it "
+                        "through OpenCV")
+    pipeline = software_equivalent(decode.pipeline) if opts.target == "software" else decode.pipeline
+    return pipeline.redacted()
 
 
 def _install_signals(pipeline: Any) -> Optional[Any]:

@@ -79,6 +79,17 @@ class Pipeline:
     def __str__(self) -> str:
         return self.redacted()
 
+    @classmethod
+    def parse(cls, description: str) -> "Pipeline":
+        """Tokens of a description written as ``element prop=v ! caps, field=(type)v ! ...`` (caps are
+        the segments that start with a media type such as ``video/x-raw``), e.g. ``csi_pipeline``'s."""
+        tokens: List[str] = []
+        for i, seg in enumerate(part.strip() for part in description.split(" ! ")):
+            if i:
+                tokens.append("!")
+            tokens += [seg] if re.match(r"^[a-z]+/[\w.+-]+", seg) else seg.split()
+        return cls(tokens)
+
 
 def _gst_value(text: str) -> str:
     """A property value as gst_parse_launch reads it: double-quoted where it holds blanks or quotes."""

@@ -326,3 +326,30 @@ def test_a_real_gstreamer_opencv_reads_the_rtsp_server_through_the_pipeline(rtsp
     got = _read_with_system_opencv(rtsp_server.url(query="transport=tcp&size=320x240"), 20)
     assert got == {"type": "PipelineSource", "path": "gstreamer", "frames": 20, "shapes": [[240, 320, 3]],
                    "status": "frame", "live": True}
+
+
+def test_print_pipeline_for_a_csi_sensor_and_one_line_errors_for_sources_without_a_pipeline(capsys, caplog):
+    assert edge_run_main(["--source", "csi://1?size=1280x720&fps=60", "--print-pipeline"]) == 0
+    tokens = shlex.split(capsys.readouterr().out.strip())
+    assert tokens[:4] == ["nvarguscamerasrc", "sensor-id=1", "!",
+                          "video/x-raw(memory:NVMM), width=(int)1280, height=(int)720, "
+                          "framerate=(fraction)60/1, format=(string)NV12"]
+    assert "video/x-raw, width=(int)320, height=(int)180, format=(string)BGRx" in tokens
+    assert edge_run_main(["--source", "test://", "--print-pipeline"]) == 2
+    assert capsys.readouterr().out == ""
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "--print-pipeline: test:// has no GStreamer pipeline (generated frames); edge-run opens it through OpenCV"]
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.gstreamer
+def test_the_printed_csi_pipeline_runs_with_a_stand_in_sensor(gstreamer, capsys):
+    """No CSI sensor here: ``nvarguscamerasrc`` is stood in by a live test source producing the NV12
+    frames the sensor's caps ask for; the rest runs as printed, through the software mapping."""
+    assert edge_run_main(["--source", "csi://0?size=1280x720&fps=30", "--print-pipeline"]) == 0
+    tokens = shlex.split(capsys.readouterr().out.strip())
+    assert tokens[:2] == ["nvarguscamerasrc", "sensor-id=0"]
+    line = _launchable(Pipeline(["videotestsrc", "is-live=true", "num-buffers=10", *tokens[2:]]))
+    run = _launch(line)
+    assert run.returncode == 0 and "Got EOS" in run.stdout, run.stdout[-3000:] + run.stderr
+    assert "width=(int)320, height=(int)180" in _appsink_caps(run.stdout)

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--source", default=None, metavar="URI",
                      help="test://, a video file, an image folder or glob, v4l2:///dev/videoN, csi://N, "
                           "rtsp://... (default: --camera 0)")
-    src.add_argument("--camera", type=int, default=None, metavar="N", help="V4L2 camera /dev/videoN")
+    src.add_argument("--camera", default=None, metavar="N",
+                     help="V4L2 camera /dev/videoN; a mode with 'N?size=WxH&fps=F&format=mjpeg'")
     p.add_argument("--max-frames", type=int, default=0, metavar="N", help="stop after N frames (0: no limit)")
     p.add_argument("--headless", action="store_true", help="no window, even when a display exists")
     p.add_argument("--output", default=None, metavar="FILE", help="write the annotated video (.mp4, .avi)")
@@ -64,6 +65,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=float, default=5.0, metavar="S",
                    help="seconds between progress lines (0: none)")
     p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay inference as a CUDA graph")
+    p.add_argument("--decode", choices=("auto", "gstreamer", "opencv"), default="auto",
+                   help="auto: GStreamer with hardware decode and scaling where this OpenCV has GStreamer and "
+                        "NVIDIA's decoder is installed (Jetson), else OpenCV (FFmpeg/V4L2 on the CPU)")
+    p.add_argument("--print-pipeline", action="store_true",
+                   help="print the GStreamer pipeline for the source (for gst-launch-1.0) and exit")
+    p.add_argument("--target", choices=("jetson", "software"), default=None,
+                   help="elements of the pipeline: jetson (nvv4l2decoder, nvvidconv) or software equivalents "
+                        "(default: jetson for --print-pipeline, else what is installed)")
     p.add_argument("--no-engine-check", action="store_true",
                    help="TensorRT: run an engine even when its sidecar key does not match this machine")
 

@@ -34,6 +34,7 @@ from edge.doctor.facts import (
 )
 from edge.doctor.report import FAIL, OK, SKIP, WARN, Check, DoctorReport
 from edge.errors import EdgeError, MissingDependencyError
+from edge.runtime.sources.camera_modes import camera_modes
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,20 @@ def probe_v4l2(facts: PlatformFacts, paths: SystemPaths) -> Check:
                      "still work)", "plug in a camera and check `v4l2-ctl --list-devices` (sudo apt-get install "
                      "v4l-utils); the user needs group 'video'", details)
     listed = ", ".join(f"{Path(d['path']).name} ({d['name']})" for d in devices)
-    return Check("V4L2 cameras", OK, f"{len(devices)} device node(s): {listed}", details=details)
+    lines, unlisted = [], []
+    for d in devices:  # each camera's modes, as `v4l2-ctl --list-formats-ext` shows them
+        modes = camera_modes(d["path"], run=paths.run)
+        if modes is None:
+            unlisted.append(Path(d["path"]).name)
+            continue
+        d["modes"] = [m.describe() for m in modes]
+        if modes:
+            lines.append(f"{Path(d['path']).name}: {', '.join(d['modes'])}")
+    summary = f"{len(devices)} device node(s): {listed}" + "".join(f"; {line}" for line in lines)
+    if unlisted:
+        summary += (f"; modes of {', '.join(unlisted)} unknown (v4l2-ctl missing or failing: sudo apt-get "
+                    "install v4l-utils)")
+    return Check("V4L2 cameras", OK, summary, details=details)
 
 
 def probe_csi(facts: PlatformFacts, paths: SystemPaths) -> Check:

@@ -18,16 +18,20 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from edge.artifacts import check_output_path
 from edge.bundled import bundled_model
 from edge.errors import EdgeError
 from edge.runtime.open_model import inference_plan, open_backend
 from edge.runtime.pipeline import Pipeline, PipelineConfig
+from edge.runtime.plan import DecodePlan, plan_decode
 from edge.runtime.serve import MjpegServer, serve_access
 from edge.runtime.sinks import DisplaySink, JsonLinesSink, VideoFileSink, display_available
 from edge.runtime.sources import camera_spec, open_source, parse_source
+from edge.runtime.sources.cameras import CsiSource
+from edge.runtime.sources.gst import DECODE_CHOICES, software_equivalent
+from edge.runtime.sources.gst import Pipeline as GstPipeline
 from edge.runtime.stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -43,7 +47,7 @@ class RunOptions:
 
     model: Optional[str] = None
     source: Optional[str] = None
-    camera: Optional[int] = None
+    camera: Optional[Any] = None  # an index, or "N?size=WxH&fps=F&format=mjpeg"
     max_frames: int = 0
     headless: bool = False
     output: Optional[str] = None
@@ -62,10 +66,16 @@ class RunOptions:
     log_every: float = 5.0
     cuda_graph: bool = False
     no_engine_check: bool = False
+    # decode path (edge.runtime.plan.plan_decode): --decode, --print-pipeline, --target
+    decode: str = "auto"
+    print_pipeline: bool = False
+    target: Optional[str] = None
 
     def validate(self) -> "RunOptions":
         if self.max_frames < 0:
             raise EdgeError(f"--max-frames must be >= 0, found {self.max_frames}")
+        if self.decode not in DECODE_CHOICES:
+            raise EdgeError(f"--decode {self.decode!r}: expected one of {', '.join(DECODE_CHOICES)}")
         if self.serve or self.serve_auth or self.serve_public:  # before the model opens: one clear line
             serve_access(self.serve, self.serve_auth, self.serve_public)
         return self
@@ -122,6 +132,9 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
     ``announce`` receives the lines a user watches for (the live page's URL, the run summary).
     """
     opts.validate()
+    if opts.print_pipeline:
+        announce(print_pipeline(opts))
+        return 0
     check_outputs(opts)
     spec = _source_spec(opts)
     model = Path(opts.model) if opts.model else bundled_model()
@@ -137,11 +150,15 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
     try:
         try:
             fmt = backend.input_format
-            source = open_source(spec, target_hw=(fmt.height, fmt.width), decode_threads=plan.decode_threads)
+            decode = plan_decode(spec, decode=opts.decode, target=opts.target, target_hw=(fmt.height, fmt.width))
+            log.info("decode: %s", decode.describe())
+            source = open_source(spec, target_hw=(fmt.height, fmt.width), decode_threads=plan.decode_threads,
+                                 decode=decode)
             source.open()  # a missing camera or file fails here, before any thread starts
             log.info("source: %s%s", source.describe(), " (live: latest frame only)" if source.live else "")
             stats = RunStats()
-            stats.meta.update({"model": str(model), "source": spec.describe()})
+            stats.meta.update({"model": str(model), "source": spec.describe(),
+                               "decode": _decode_stats(decode, spec, source)})
             sinks = build_sinks(opts, backend.info.class_names, source.fps or 30.0, stats, announce)
             pipeline = Pipeline(source, backend, sinks, config, stats=stats, source_opened=True)
             saved = _install_signals(pipeline)
@@ -160,6 +177,45 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
     if reason.startswith("capture error"):
         return 1
     return 130 if reason.startswith("interrupted") else 0
+
+
+def _decode_stats(decode: DecodePlan, spec: Any, source: Any) -> Dict[str, Any]:
+    """The decode path for the stats JSON, with the source's own resolution where it is known (the size
+    the camera sends: ``?size=`` of a stream, else the first frames' size on a path that does not scale)."""
+    info = decode.as_dict()
+    own = spec.size() if spec.kind in ("rtsp", "v4l2") else None
+    scaled = decode.pipeline is not None and "width=(int)" in decode.pipeline.description
+    if own is None and source.frame_size and not scaled:
+        own = source.frame_size
+    info["source_size"] = list(own) if own else None
+    return info
+
+
+def print_pipeline(opts: RunOptions) -> str:
+    """``--print-pipeline``: the GStreamer pipeline ``edge`` would open for the source on ``--target``
+    (default jetson), one shell-quoted line for ``gst-launch-1.0``, credentials masked. Scales to the
+    model's input where the model can be opened here (else no scaling)."""
+    spec = _source_spec(opts)
+    target_hw = None
+    try:
+        model = Path(opts.model) if opts.model else bundled_model()
+        backend = open_backend(model, opts.backend, threads=1, spin=False, check_key=False)
+        try:
+            target_hw = (backend.input_format.height, backend.input_format.width)
+        finally:
+            backend.close()
+    except EdgeError as exc:
+        log.warning("no scaling in the printed pipeline: the model's input size is unknown (%s)", exc)
+    if spec.kind == "csi":  # always a pipeline: nvarguscamerasrc -> nvvidconv
+        return GstPipeline.parse(CsiSource(spec, target_hw).build_pipeline()).redacted()
+    if spec.kind == "file" and not Path(spec.path).is_file():
+        raise EdgeError(f"--print-pipeline: video file {spec} not found; pass an existing H.264/H.265 file")
+    decode = plan_decode(spec, decode="auto", target="jetson", gstreamer=True, target_hw=target_hw)
+    if decode.path != "gstreamer" or decode.pipeline is None:
+        raise EdgeError(f"--print-pipeline: {spec} has no GStreamer pipeline ({decode.reason}); edge-run opens it "
+                        "through OpenCV")
+    pipeline = software_equivalent(decode.pipeline) if opts.target == "software" else decode.pipeline
+    return pipeline.redacted()
 
 
 def _install_signals(pipeline: Any) -> Optional[Any]:

@@ -27,9 +27,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 from edge.errors import EdgeError
+from edge.runtime.sources.gst import (
+    DECODE_CHOICES,
+    TARGETS,
+    camera_pipeline,
+    file_codec,
+    file_pipeline,
+    out_size_for,
+    rtsp_options,
+    rtsp_pipeline,
+    software_equivalent,
+)
 
 PARALLEL_WORKERS = 2
 SINGLE_WORKER_NICE = 10
@@ -120,4 +132,136 @@ def plan_inference(
     return InferencePlan(workers=n, threads=t, host_nice=nice, reason=reason, decode_threads=1 if on_cpu else 0)
 
 
-__all__ = ["InferencePlan", "PARALLEL_WORKERS", "plan_inference", "usable_cores"]
+
+
+# -------------------------------------------------------------------------------------------------
+# Decode path: GStreamer (hardware decode and scaling on a Jetson) or OpenCV (FFmpeg / V4L2 on the CPU)
+# -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How a source is decoded. path: "gstreamer" (``pipeline`` opened through cv2.CAP_GSTREAMER),
+    "opencv" (FFmpeg or V4L2 inside OpenCV, on the CPU) or "none" (generated frames, images); target:
+    "jetson" (NVIDIA elements) or "software" (their software equivalents) on the GStreamer path;
+    reason: why, for ``edge-run -v`` and the stats JSON."""
+
+    path: str
+    reason: str
+    pipeline: Optional[Any] = None
+    target: str = ""
+
+    def describe(self) -> str:
+        where = f" ({self.target} elements)" if self.target else ""
+        return f"{self.path}{where}: {self.reason}"
+
+    def as_dict(self) -> Dict[str, Any]:
+        """For the stats JSON: the pipeline with its credentials masked."""
+        return {"path": self.path, "target": self.target, "reason": self.reason,
+                "pipeline": self.pipeline.redacted() if self.pipeline is not None else None}
+
+
+def plan_decode(spec: Any, *, decode: str = "auto", target: Optional[str] = None,
+                gstreamer: Optional[bool] = None, target_hw: Optional[Tuple[int, int]] = None,
+                modes: Optional[List[Any]] = None) -> DecodePlan:
+    """The decode path of ``spec`` (a ``SourceSpec``). ``decode``: auto | gstreamer | opencv (--decode).
+    ``target``: "jetson" or "software" (None: "jetson" where NVIDIA's decoder element is installed, else
+    "software"). ``gstreamer``: whether this OpenCV opens GStreamer pipelines (None: ask OpenCV).
+    ``target_hw``: the network input (H, W) that ``nvvidconv`` scales to. ``modes``: a camera's modes
+    (None: ask ``v4l2-ctl``). A V4L2 mode the camera lacks raises an error listing the ones it has."""
+    from edge.runtime.sources.cameras import gstreamer_available, nvidia_decoder_available
+
+    if decode not in DECODE_CHOICES:
+        raise EdgeError(f"--decode {decode!r}: expected one of {', '.join(DECODE_CHOICES)}")
+    if spec.kind in ("test", "images"):
+        return DecodePlan("none", "generated frames" if spec.kind == "test" else "still images, read by OpenCV")
+    if spec.kind == "csi":
+        return DecodePlan("gstreamer", "csi:// always runs nvarguscamerasrc -> nvvidconv (ISP scaling)",
+                          target="jetson")
+    target = target or ("jetson" if nvidia_decoder_available() else "software")
+    if target not in TARGETS:
+        raise EdgeError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
+    # a mode the camera lacks is refused on every path, with the list of the modes it has
+    mode = v4l2_mode(spec, modes) if spec.kind == "v4l2" else None
+    if decode == "opencv":
+        return DecodePlan("opencv", "--decode opencv")
+    has_gst = gstreamer_available() if gstreamer is None else gstreamer
+    if not has_gst:  # no pipeline to build: the files and cameras are not probed for one
+        if decode == "gstreamer":
+            raise EdgeError("--decode gstreamer: this OpenCV has no GStreamer (pip's opencv-python never does); "
+                            "on a Jetson use JetPack's OpenCV (deploy/setup-jetson.sh), or use --decode opencv")
+        return DecodePlan("opencv", "this OpenCV has no GStreamer (pip's opencv-python never does)")
+    pipeline, why_not = _source_pipeline(spec, target_hw, mode)
+    if pipeline is None:
+        if decode == "gstreamer":
+            raise EdgeError(f"--decode gstreamer: {spec} has no GStreamer pipeline here: {why_not}; "
+                            "use --decode auto or opencv")
+        return DecodePlan("opencv", why_not)
+    if target == "jetson":
+        return DecodePlan("gstreamer", "hardware decode (nvv4l2decoder) and scaling (nvvidconv) before the CPU",
+                          pipeline, target)
+    if decode == "gstreamer":
+        return DecodePlan("gstreamer", "--decode gstreamer without NVIDIA's elements: software decoder and "
+                          "videoscale", software_equivalent(pipeline), target)
+    return DecodePlan("opencv", "no hardware decoder here (nvv4l2decoder not installed); --decode gstreamer "
+                      "forces a software GStreamer pipeline")
+
+
+def _source_pipeline(spec: Any, target_hw: Optional[Tuple[int, int]],
+                     mode: Optional[Any]) -> Tuple[Optional[Any], str]:
+    """(the Jetson pipeline for ``spec``, or None and why there is none); ``mode``: a V4L2 camera's mode
+    (``v4l2_mode``; None where its modes are unknown)."""
+    if spec.kind == "rtsp":
+        if not spec.uri.lower().startswith(("rtsp://", "rtsps://")):
+            return None, "only rtsp:// streams have a GStreamer pipeline (http, rtmp open through FFmpeg)"
+        transport, latency, codec = rtsp_options(spec)
+        out = out_size_for(spec, spec.size(), target_hw)
+        return rtsp_pipeline(spec.path_for_stream(), codec=codec, out_size=out, latency_ms=latency,
+                             transport=transport), ""
+    if spec.kind == "v4l2":
+        fmt = mode.format if mode is not None else spec.camera_format()
+        size = (mode.width, mode.height) if mode is not None else spec.size()
+        fps = mode.fps if mode is not None else spec.number("fps", 30.0)
+        if fmt not in ("mjpeg", "h264"):
+            return None, (f"a raw {fmt} camera mode: nothing to decode" if fmt else
+                          "the camera's format is not known (v4l2-ctl missing): add ?format=mjpeg&size=WxH&fps=F")
+        if size is None:
+            return None, "the camera's size is not known (v4l2-ctl missing): add ?size=WxH"
+        return camera_pipeline(spec.path, fmt, size, fps, out_size_for(spec, size, target_hw)), ""
+    if spec.kind == "file":
+        codec = file_codec(spec.path)
+        if codec is None:
+            return None, "not an H.264/H.265 file (or one OpenCV cannot probe): decoded by FFmpeg"
+        try:
+            return file_pipeline(spec.path, codec, out_size_for(spec, _video_size(spec.path), target_hw)), ""
+        except EdgeError as exc:
+            return None, str(exc)
+    return None, f"{spec.kind} sources have no GStreamer pipeline"
+
+
+def v4l2_mode(spec: Any, modes: Optional[List[Any]] = None) -> Optional[Any]:
+    """The camera mode ``spec`` asks for (``?format=&size=&fps=``) among ``modes`` (None: ask v4l2-ctl);
+    None where the modes cannot be read. Raises DataError listing the modes when the camera lacks it."""
+    from edge.runtime.sources.camera_modes import camera_modes, pick_mode
+
+    if modes is None:
+        modes = camera_modes(spec.path) if Path(spec.path).exists() else None
+    if not modes:
+        return None
+    fps = spec.number("fps", 0.0) or None
+    return pick_mode(spec.path, modes, spec.camera_format(), spec.size(), fps)
+
+
+def _video_size(path: str) -> Optional[Tuple[int, int]]:
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    try:
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    return (w, h) if w > 0 and h > 0 else None
+
+
+__all__ = ["DecodePlan", "InferencePlan", "PARALLEL_WORKERS", "plan_decode", "plan_inference", "usable_cores",
+           "v4l2_mode"]

@@ -10,12 +10,12 @@ import os
 import re
 from pathlib import Path
 from typing import List, Optional, Tuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import cv2
 
 from edge.errors import DataError, EdgeError
 from edge.runtime.sources.base import VideoCaptureSource
+from edge.runtime.sources.gst import fit_size
 from edge.runtime.sources.uri import SourceSpec, redact_uri
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,22 @@ def gstreamer_available() -> bool:
     return bool(re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()))
 
 
+NVIDIA_DECODER_PLUGIN = "libgstnvvideo4linux2.so"  # nvv4l2decoder (JetPack's nvidia-l4t-gstreamer)
+GST_PLUGIN_DIRS = ("/usr/lib/aarch64-linux-gnu/gstreamer-1.0", "/usr/lib/x86_64-linux-gnu/gstreamer-1.0")
+
+
+def nvidia_decoder_available(plugin_dirs: Tuple[str, ...] = GST_PLUGIN_DIRS) -> bool:
+    """True when NVIDIA's ``nvv4l2decoder`` GStreamer plugin is installed (a Jetson with JetPack)."""
+    return any((Path(d) / NVIDIA_DECODER_PLUGIN).is_file() for d in plugin_dirs)
+
+
 def list_video_devices() -> List[str]:
     return sorted(str(p) for p in Path("/dev").glob("video*"))
 
 
 class V4L2Source(VideoCaptureSource):
-    """A V4L2 camera (USB webcams). Options: ``size=WxH``, ``fps=F``, ``fourcc=MJPG``.
+    """A V4L2 camera (USB webcams) through OpenCV's V4L2 backend. Options: ``size=WxH``, ``fps=F``,
+    ``format=mjpeg|h264|yuyv`` (or ``fourcc=MJPG``).
 
     A CSI sensor opened this way gives raw Bayer frames: use ``csi://N`` for those.
     """
@@ -49,7 +59,8 @@ class V4L2Source(VideoCaptureSource):
                 "sensor on a Jetson use --source csi://0."
             )
         cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
-        fourcc = self.spec.params.get("fourcc")
+        fourcc = self.spec.params.get("fourcc") or {"mjpeg": "MJPG", "h264": "H264", "yuyv": "YUYV"}.get(
+            self.spec.camera_format() or "")
         if fourcc:
             cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc[:4].ljust(4)))
         size = self.spec.size()
@@ -92,14 +103,6 @@ def csi_pipeline(
         f"video/x-raw, width=(int){ow}, height=(int){oh}, format=(string)BGRx ! "
         "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false"
     )
-
-
-def fit_size(src_wh: Tuple[int, int], dst_hw: Tuple[int, int]) -> Tuple[int, int]:
-    """The largest (width, height) with the aspect of ``src_wh`` that fits in ``dst_hw`` (even numbers)."""
-    sw, sh = src_wh
-    dh, dw = dst_hw
-    r = min(dw / sw, dh / sh)
-    return max(2, int(round(sw * r / 2)) * 2), max(2, int(round(sh * r / 2)) * 2)
 
 
 class CsiSource(VideoCaptureSource):
@@ -157,10 +160,9 @@ class RtspSource(VideoCaptureSource):
         return cv2.VideoCapture(self.stream_url(), cv2.CAP_FFMPEG)
 
     def stream_url(self) -> str:
-        """The URL FFmpeg opens, credentials included: never log it (``describe()`` is the shown form)."""
-        parts = urlsplit(self.spec.path)
-        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "transport"]
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        """The URL FFmpeg opens, credentials included: never log it (``describe()`` is the shown form);
+        edge's own options (transport, latency, codec, size, out) are dropped from it."""
+        return self.spec.path_for_stream()
 
     def _open_failed(self) -> EdgeError:
         return DataError(

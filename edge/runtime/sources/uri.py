@@ -12,12 +12,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edge.errors import EdgeError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SOURCE_KINDS = ("test", "file", "images", "v4l2", "csi", "rtsp")
+# query options of a stream URL that are edge's, not the camera's: dropped from the URL the stream opens
+STREAM_OPTIONS = ("transport", "latency", "codec", "size", "out")
+CAMERA_FORMAT_NAMES = {"mjpeg": "mjpeg", "mjpg": "mjpeg", "jpeg": "mjpeg", "h264": "h264", "yuyv": "yuyv",
+                       "yuy2": "yuyv"}
 
 
 _URL_AUTHORITY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s?#]*)")
@@ -87,6 +91,20 @@ class SourceSpec:
         except ValueError as exc:
             raise EdgeError(f"source option {key}={self.params[key]!r} is not a number ({self})") from exc
 
+    def path_for_stream(self) -> str:
+        """The stream's URL as the stream opens it: credentials included (never log it), edge's own
+        options (``STREAM_OPTIONS``: transport, latency, codec, size, out) dropped from the query."""
+        parts = urlsplit(self.path)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in STREAM_OPTIONS]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def camera_format(self) -> Optional[str]:
+        """A V4L2 camera's asked format (``?format=mjpeg|h264|yuyv``, or ``?fourcc=MJPG``), or None."""
+        text = self.params.get("format") or self.params.get("fourcc")
+        if not text:
+            return None
+        return CAMERA_FORMAT_NAMES.get(text.strip().lower(), text.strip().lower())
+
     def validate(self) -> "SourceSpec":
         if self.kind not in SOURCE_KINDS:
             raise EdgeError(f"unknown source kind {self.kind!r}; expected one of {SOURCE_KINDS}")
@@ -97,6 +115,14 @@ class SourceSpec:
                     raise EdgeError(f"source option {key}={self.params[key]} must be positive ({self})")
         if self.number("fps", 30) <= 0:
             raise EdgeError(f"source option fps must be > 0 ({self})")
+        if self.kind == "rtsp" and self.params.get("transport") not in (None, "tcp", "udp"):
+            raise EdgeError(f"source option transport={self.params['transport']!r} ({self}): expected tcp or udp "
+                            "(tcp for lossy links such as Wi-Fi)")
+        if self.kind == "rtsp" and self.number("latency", 0) < 0:
+            raise EdgeError(f"source option latency={self.params['latency']} ({self}) must be >= 0 (milliseconds)")
+        fmt = self.camera_format() if self.kind == "v4l2" else None
+        if fmt is not None and fmt not in CAMERA_FORMAT_NAMES.values():
+            raise EdgeError(f"source option format={fmt!r} ({self}): expected mjpeg, h264 or yuyv")
         return self
 
 
@@ -146,8 +172,16 @@ def parse_source(uri: str) -> SourceSpec:
     return SourceSpec("file", uri, path=path, params=params).validate()
 
 
-def camera_spec(index: int) -> SourceSpec:
-    """``--camera N`` -> V4L2 ``/dev/videoN``."""
-    if index < 0:
-        raise EdgeError(f"--camera {index}: the camera index must be >= 0")
-    return SourceSpec("v4l2", f"v4l2:///dev/video{index}", path=f"/dev/video{index}", index=index)
+def camera_spec(index: "int | str") -> SourceSpec:
+    """``--camera N`` -> V4L2 ``/dev/videoN``; ``--camera 'N?size=WxH&fps=F&format=mjpeg'`` picks a mode."""
+    text = str(index).strip()
+    number, _, query = text.partition("?")
+    if not re.fullmatch(r"-?\d+", number):
+        raise EdgeError(f"--camera {text!r}: expected a camera index such as 0, optionally with a mode: "
+                        "0?size=1280x720&fps=30&format=mjpeg")
+    n = int(number)
+    if n < 0:
+        raise EdgeError(f"--camera {n}: the camera index must be >= 0")
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    uri = f"v4l2:///dev/video{n}" + (f"?{query}" if query else "")
+    return SourceSpec("v4l2", uri, path=f"/dev/video{n}", index=n, params=params).validate()

@@ -217,13 +217,15 @@ def run_streams(opts: RunOptions, entries: List[Tuple[Optional[str], Any]],
     if opts.serve:
         raise EdgeError(f"--serve shows one stream; {len(ids)} streams were given and the multi-stream live "
                         "page is not available yet: run one stream with --serve, or use --output out_{stream}.mp4")
-    if opts.infer_workers > 1:
-        log.warning("--infer-workers %d: %d streams run as one batch on one inference thread; ignored",
-                    opts.infer_workers, len(ids))
     model = Path(opts.model) if opts.model else bundled_model()
-    plan = inference_plan(model, opts.backend, live=True, workers=1, threads=opts.threads, host_nice=opts.host_nice)
+    # the plan for one stream of that kind: file streams only -> throughput (on a CPU: 2 workers, each
+    # inferring a whole batch on cores / 2 threads), any live stream -> latency (one worker)
+    live = any(spec.live for _, spec in entries)
+    plan = inference_plan(model, opts.backend, live=live, workers=opts.infer_workers, threads=opts.threads,
+                          host_nice=opts.host_nice)
+    log.info("inference: %s; batches of up to %d streams", plan.describe(), len(ids))
     config = PipelineConfig(queue_size=opts.queue_size, conf_threshold=opts.conf, draw=not opts.no_draw,
-                            max_frames=opts.max_frames, log_every_s=opts.log_every, infer_workers=1,
+                            max_frames=opts.max_frames, log_every_s=opts.log_every, infer_workers=plan.workers,
                             host_nice=plan.host_nice).validate()
     backend = open_backend(model, opts.backend, threads=plan.threads, spin=False,
                            cuda_graph=opts.cuda_graph, check_key=not opts.no_engine_check)

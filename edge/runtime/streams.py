@@ -178,7 +178,16 @@ class MultiStreamLoop:
         self.drawer = Drawer(names)
         n = len(self.streams)
         self.batch_limit = n if fmt.batch == -1 else max(1, fmt.batch)
-        self._batch = np.zeros(fmt.tensor_shape(self.batch_limit), self.preprocessor.new_buffer().dtype)
+        self.workers = self.config.infer_workers
+        if self.workers > 1 and not getattr(backend, "concurrent_infer", False):
+            raise EdgeError(f"{backend.describe()} runs one inference at a time; --infer-workers {self.workers} "
+                            "needs a backend that takes concurrent calls (ONNX Runtime): use --infer-workers 1")
+        dtype = self.preprocessor.new_buffer().dtype
+        self._batches = [np.zeros(fmt.tensor_shape(self.batch_limit), dtype) for _ in range(self.workers)]
+        self._gather_lock = threading.Lock()  # one worker gathers at a time: each frame goes to one batch
+        self._lock = threading.Lock()  # the stage trackers and the worker count, shared by the workers
+        self._workers_ready = 0
+        self._workers_running = self.workers
         if fmt.batch == 1 and n > 1:
             log.warning("%s has batch 1: its %d streams are inferred one after another, not batched (export "
                         "with --dynamic-batch or --batch %d to batch them)", backend.describe(), n, n)
@@ -277,41 +286,52 @@ class MultiStreamLoop:
         return []
 
     # -- infer -------------------------------------------------------------------------------------
-    def _infer_batch(self, taken: List[Tuple[Stream, FramePacket]]) -> None:
+    def _infer_batch(self, taken: List[Tuple[Stream, FramePacket]], buffer: np.ndarray) -> None:
         """Preprocess every frame into its row of the batch tensor, infer in chunks of ``batch_limit``."""
         pre, infer_t = self.stats.stages["preprocess"], self.stats.stages["infer"]
         fixed = self.backend.input_format.batch > 0
         for start in range(0, len(taken), self.batch_limit):
             chunk = taken[start:start + self.batch_limit]
             rows = self.batch_limit if fixed else len(chunk)
-            batch = self._batch[:rows]
+            batch = buffer[:rows]
+            times = []
             for i, (_, packet) in enumerate(chunk):
                 t0 = time.perf_counter()
                 packet.params = self.preprocessor(packet.frame, batch[i:i + 1])
-                pre.add(time.perf_counter() - t0)
+                times.append(time.perf_counter() - t0)
             if fixed and len(chunk) < rows:
                 batch[len(chunk):] = 0
             t0 = time.perf_counter()
             det = self.backend.infer(batch)
-            infer_t.add(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            with self._lock:
+                for t in times:
+                    pre.add(t)
+                infer_t.add(elapsed)
             for i, (s, packet) in enumerate(chunk):
                 packet.detections = _Row(det, i)  # type: ignore[assignment]
                 s.stats.counters.add("inferred")
                 self.stats.counters.add("inferred")
 
-    def _infer_loop(self) -> None:
+    def _infer_loop(self, worker: int) -> None:
+        """One inference worker: gather a batch (one worker at a time), preprocess it into this worker's
+        buffer, infer, pass it on. The last worker to finish passes the end marker on."""
         taken: List[Tuple[Stream, FramePacket]] = []
         try:
             self.backend.bind_thread()
             if self.config.warmup:
                 self.backend.warmup(self.config.warmup)
-            self._ready.set()
+            with self._lock:
+                self._workers_ready += 1
+                if self._workers_ready == self.workers:
+                    self._ready.set()
             self._go.wait()
             while not self._stop.is_set():
-                taken = self._gather()
+                with self._gather_lock:
+                    taken = self._gather()
                 if not taken:
                     break
-                self._infer_batch(taken)
+                self._infer_batch(taken, self._batches[worker])
                 if not self._put(taken):
                     self._discard(taken)
                     taken = []
@@ -322,12 +342,17 @@ class MultiStreamLoop:
             self._release([t for t in taken if t[1].detections is not None])
             self._fail(exc)
         finally:
-            self._ready.set()
+            if self._errors:
+                self._ready.set()
             try:
                 self.backend.release_thread()
             except Exception as exc:  # noqa: BLE001 - never mask the run's own outcome
                 log.warning("releasing the inference thread failed: %s", exc)
-            self._put(_STOP)
+            with self._lock:
+                self._workers_running -= 1
+                last = self._workers_running == 0
+            if last:
+                self._put(_STOP)
 
     def _put(self, item: Any) -> bool:
         while True:
@@ -351,7 +376,11 @@ class MultiStreamLoop:
 
     # -- output ------------------------------------------------------------------------------------
     def _output_loop(self) -> None:
+        """Each stream's frames in capture order (with several workers, batches can finish out of order):
+        a reorder buffer per stream keyed by the packet's ``seq``."""
         stages = self.stats.stages
+        pending: dict = {s.sid: {} for s in self.streams}
+        next_seq = {s.sid: 0 for s in self.streams}
         try:
             lower_thread_priority(self.config.host_nice)
             while True:
@@ -363,15 +392,19 @@ class MultiStreamLoop:
                     continue
                 if item is _STOP:
                     return
-                for i, (s, packet) in enumerate(item):
-                    try:
-                        self._output_one(s, packet, stages)
-                    except BaseException:
-                        self._release(item[i:])
-                        raise
+                for s, packet in item:
+                    pending[s.sid][packet.seq] = (s, packet)
+                for s, _ in item:
+                    waiting = pending[s.sid]
+                    while next_seq[s.sid] in waiting:
+                        st, packet = waiting.pop(next_seq[s.sid])
+                        next_seq[s.sid] += 1
+                        self._output_one(st, packet, stages)
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             self._fail(exc)
         finally:
+            for waiting in pending.values():
+                self._release(list(waiting.values()))
             self._drain()
 
     def _output_one(self, s: Stream, packet: FramePacket, stages: Any) -> None:
@@ -416,17 +449,24 @@ class MultiStreamLoop:
 
     # -- run ---------------------------------------------------------------------------------------
     def run(self) -> RunStats:
-        infer = threading.Thread(target=self._infer_loop, name="edge-infer", daemon=True)
+        infers = [threading.Thread(target=self._infer_loop, args=(i,), daemon=True,
+                                   name="edge-infer" if self.workers == 1 else f"edge-infer-{i}")
+                  for i in range(self.workers)]
         output = threading.Thread(target=self._output_loop, name="edge-output", daemon=True)
         self.stats.meta.setdefault("source", " + ".join(s.source.describe() for s in self.streams))
         self.stats.meta.setdefault("backend", self.backend.describe())
         self.stats.meta["streams"] = len(self.streams)
         self.stats.meta["batch"] = self.batch_limit
-        infer.start()
+        self.stats.meta["infer_workers"] = self.workers
+        for t in infers:
+            t.start()
         while not self._ready.wait(0.1):
-            pass
-        if self._errors:
-            infer.join()
+            if not any(t.is_alive() for t in infers):
+                break
+        if self._errors:  # binding or warming up the backend failed: nothing ran, release everything
+            self._go.set()
+            for t in infers:
+                t.join()
             self._close(start=False)
             raise self._errors[0]
         self.stats.start()
@@ -435,12 +475,12 @@ class MultiStreamLoop:
         finally:
             self._go.set()
         output.start()
-        self._wait(infer, output)
+        self._wait(infers, output)
         if self._errors and not isinstance(self._errors[0], KeyboardInterrupt):
             raise self._errors[0]
         return self.stats
 
-    def _wait(self, infer: threading.Thread, output: threading.Thread) -> None:
+    def _wait(self, infers: Sequence[threading.Thread], output: threading.Thread) -> None:
         next_log = time.perf_counter() + self.config.log_every_s if self.config.log_every_s > 0 else float("inf")
         try:
             while output.is_alive():
@@ -457,8 +497,9 @@ class MultiStreamLoop:
             log.warning("interrupted: finishing the frames in flight and closing outputs")
         finally:
             self.stop()
-            infer.join(10.0)
-            output.join(10.0)
+            deadline = time.perf_counter() + 10.0
+            for t in (*infers, output):
+                t.join(max(0.1, deadline - time.perf_counter()))
             self._close(start=True)
 
     def _close(self, *, start: bool) -> None:

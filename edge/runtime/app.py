@@ -214,9 +214,6 @@ def run_streams(opts: RunOptions, entries: List[Tuple[Optional[str], Any]],
     exit status as ``run_live``'s."""
     ids = stream_ids([name for name, _ in entries])
     check_outputs(opts, ids)
-    if opts.serve:
-        raise EdgeError(f"--serve shows one stream; {len(ids)} streams were given and the multi-stream live "
-                        "page is not available yet: run one stream with --serve, or use --output out_{stream}.mp4")
     model = Path(opts.model) if opts.model else bundled_model()
     # the plan for one stream of that kind: file streams only -> throughput (on a CPU: 2 workers, each
     # inferring a whole batch on cores / 2 threads), any live stream -> latency (one worker)
@@ -231,6 +228,7 @@ def run_streams(opts: RunOptions, entries: List[Tuple[Optional[str], Any]],
                            cuda_graph=opts.cuda_graph, check_key=not opts.no_engine_check)
     saved = None
     streams: List[Stream] = []
+    server: Optional[MjpegServer] = None
     try:
         try:
             fmt = backend.input_format
@@ -243,6 +241,13 @@ def run_streams(opts: RunOptions, entries: List[Tuple[Optional[str], Any]],
             stats.meta.update({"model": str(model), "source": " + ".join(e[1].describe() for e in entries)})
             for st in streams:
                 st.sinks = stream_sinks(opts, st.sid, len(ids), backend.info.class_names, st.source.fps or 30.0)
+            if opts.serve:  # one server: the grid at /, each stream at /s/ID/
+                host, port, credentials = serve_access(opts.serve, opts.serve_auth, opts.serve_public)
+                server = MjpegServer(host, port, class_names=backend.info.class_names, credentials=credentials,
+                                     public=opts.serve_public, title=f"{len(ids)} streams")
+                for st in streams:
+                    st.sinks.append(server.channel(st.sid, fps_fn=lambda m=st.stats.fps_meter: m.fps))
+                announce(f"serving on {server.url} ({len(ids)} streams; each at {server.url}s/ID/)")
             loop = MultiStreamLoop(streams, backend, config, stats=stats)
             saved = _install_signals(loop)
             stats = loop.run()
@@ -253,6 +258,8 @@ def run_streams(opts: RunOptions, entries: List[Tuple[Optional[str], Any]],
                     sink.close()
             raise
         finally:
+            if server is not None:
+                server.close()
             backend.close()
         announce(stats.format_summary())
         announce(", ".join(f"stream {d['id']}: {d['frames']['written']} frames, {d['e2e_fps']:.1f} FPS"

@@ -249,3 +249,55 @@ def test_a_failing_stream_reconnects_without_stopping_the_others(red, tmp_path):
     assert by_id["cam"]["frames"]["written"] > 2  # frames came again after the reconnect
     assert by_id["file"]["frames"]["written"] == 200
     assert stats.counters.reopens == 1 and stats.meta["end_reason"] == "end of stream"
+
+
+def _get(url: str):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - 127.0.0.1 only
+        return r.status, r.headers.get("Content-Type"), r.read()
+
+
+def test_live_page_grid_and_each_stream_at_its_own_url(red, tmp_path, headless):
+    """--serve with two named streams: / is the grid, /streams.json has each stream's FPS, /s/ID/ serves
+    that stream's page, frame and stats (its own frames: the two streams differ in size)."""
+    import threading
+    import urllib.error
+
+    from edge.runtime.app import RunOptions, run_live
+
+    listing = tmp_path / "cams.txt"
+    listing.write_text("front=test://?size=320x240&fps=25&live=1\nback=test://?size=160x120&fps=25&live=1\n")
+    lines: List[str] = []
+    opts = RunOptions(model=str(red), sources=str(listing), headless=True, serve="127.0.0.1:0", max_frames=120,
+                      threads=1, log_every=0)
+    result: List[int] = []
+    runner = threading.Thread(target=lambda: result.append(run_live(opts, announce=lines.append)), daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 20
+    while not any(line.startswith("serving on") for line in lines):
+        assert time.monotonic() < deadline and runner.is_alive()
+        time.sleep(0.05)
+    url = next(line for line in lines if line.startswith("serving on")).split()[2]
+    status, ctype, page = _get(url)
+    assert status == 200 and b"grid.js" in page and ctype.startswith("text/html")
+    assert b"createElement" in _get(url + "grid.js")[2]
+    while True:  # FPS shows once a few frames went through each stream
+        listed = json.loads(_get(url + "streams.json")[2])
+        if all(s["fps"] > 0 for s in listed) and len(listed) == 2:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert [s["id"] for s in listed] == ["front", "back"]
+    for sid, shape in (("front", (240, 320, 3)), ("back", (120, 160, 3))):
+        status, _, own_page = _get(f"{url}s/{sid}/")
+        assert status == 200 and b"stream.mjpg" in own_page
+        _, ctype, jpeg = _get(f"{url}s/{sid}/frame.jpg")
+        assert ctype == "image/jpeg"
+        assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == shape
+        assert "fps" in json.loads(_get(f"{url}s/{sid}/stats.json")[2])
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _get(url + "s/nope/frame.jpg")
+    assert err.value.code == 404
+    runner.join(30)
+    assert result == [0]

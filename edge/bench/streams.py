@@ -13,6 +13,9 @@ and separate/batched on odd ones. Every process is a real ``edge-run`` (``python
   ``elapsed_s``; for the N processes the longest one, which flatters them: their loops do not start
   together, and one that starts early runs alone for a while).
 * ``batched_rss_mb`` / ``separate_rss_mb``: peak RSS of the batched process / the sum over the N processes.
+* ``batched_cpu_ms_per_frame`` / ``separate_cpu_ms_per_frame``: CPU time (user + system, ``os.wait4``) per
+  frame, startup included: steadier than FPS on a shared machine, where a process with more runnable
+  threads simply gets a larger share of the cores.
 * ``per_stream_fps``, ``glass_to_glass_p99_ms``: each stream of the batched process (its stats' ``streams``).
 
 Medians over the rounds; every round's figures are kept under ``rounds``.
@@ -49,24 +52,25 @@ def _start(model: str, sources: Sequence[str], stats: Path, extra: Sequence[str]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
-def _finish(proc: subprocess.Popen) -> float:
-    """Wait for ``proc``; its peak RSS in MiB (``ru_maxrss``, KiB on Linux)."""
+def _finish(proc: subprocess.Popen) -> Tuple[float, float]:
+    """Wait for ``proc``; its peak RSS in MiB (``ru_maxrss``, KiB on Linux) and its CPU seconds."""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         raise EdgeError(f"edge-run exited with {proc.returncode} during the bench: {err.strip()[-400:]}")
-    return usage.ru_maxrss / 1024.0
+    return usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
 
 
 def _batched(model: str, clips: Sequence[str], work: Path, extra: Sequence[str]) -> Dict[str, Any]:
     stats = work / "batched.json"
     t0 = time.perf_counter()
-    rss = _finish(_start(model, clips, stats, extra))
+    rss, cpu = _finish(_start(model, clips, stats, extra))
     wall = time.perf_counter() - t0
     d = json.loads(stats.read_text())
-    return {"fps": d["frames"]["written"] / wall, "loop_fps": d["frames"]["written"] / d["elapsed_s"],
-            "rss_mb": rss, "frames": d["frames"]["written"], "wall_s": wall,
+    frames = d["frames"]["written"]
+    return {"fps": frames / wall, "loop_fps": frames / d["elapsed_s"], "rss_mb": rss, "frames": frames,
+            "wall_s": wall, "cpu_ms_per_frame": 1000.0 * cpu / max(1, frames),
             "per_stream_fps": [s["e2e_fps"] for s in d["streams"]],
             "glass_to_glass_p99_ms": [s["glass_to_glass_ms"]["p99_ms"] for s in d["streams"]]}
 
@@ -75,12 +79,13 @@ def _separate(model: str, clips: Sequence[str], work: Path, extra: Sequence[str]
     paths = [work / f"separate{i}.json" for i in range(len(clips))]
     t0 = time.perf_counter()
     procs = [_start(model, [clip], path, extra) for clip, path in zip(clips, paths)]
-    rss = [_finish(p) for p in procs]
+    usage = [_finish(p) for p in procs]
     wall = time.perf_counter() - t0
     docs = [json.loads(p.read_text()) for p in paths]
     frames = sum(d["frames"]["written"] for d in docs)
-    return {"fps": frames / wall, "loop_fps": frames / max(d["elapsed_s"] for d in docs), "rss_mb": sum(rss),
-            "frames": frames, "wall_s": wall,
+    return {"fps": frames / wall, "loop_fps": frames / max(d["elapsed_s"] for d in docs),
+            "rss_mb": sum(u[0] for u in usage), "frames": frames, "wall_s": wall,
+            "cpu_ms_per_frame": 1000.0 * sum(u[1] for u in usage) / max(1, frames),
             "per_stream_fps": [d["e2e_fps"] for d in docs]}
 
 
@@ -126,6 +131,8 @@ def _document(model: str, streams: int, frames: int, rounds: List[Dict[str, Any]
         "separate_rss_mb": med("separate", "rss_mb"),
         "batched_loop_fps": med("batched", "loop_fps"),
         "separate_loop_fps": med("separate", "loop_fps"),
+        "batched_cpu_ms_per_frame": med("batched", "cpu_ms_per_frame"),
+        "separate_cpu_ms_per_frame": med("separate", "cpu_ms_per_frame"),
         "per_stream_fps": [round(v, 3) for v in best["per_stream_fps"]],
         "glass_to_glass_p99_ms": [round(v, 3) for v in best["glass_to_glass_p99_ms"]],
         "model": model,

@@ -26,4 +26,5 @@ def test_bench_streams_batched_against_separate_processes(model, tmp_path, capsy
     assert all(r[w]["frames"] == 24 for r in doc["rounds"] for w in ("batched", "separate"))
     # one process against two: each holds its own interpreter, OpenCV and ONNX Runtime
     assert 0 < doc["batched_rss_mb"] < doc["separate_rss_mb"]
+    assert doc["batched_cpu_ms_per_frame"] > 0 and doc["separate_cpu_ms_per_frame"] > 0
     assert "2 streams: batched" in capsys.readouterr().out

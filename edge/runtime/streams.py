@@ -38,7 +38,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge.errors import EdgeError, OutputError
+from edge.errors import EdgeError, ModelError, OutputError
 from edge.model_input import Preprocessor
 from edge.runtime.backend import Backend
 from edge.runtime.draw import Drawer
@@ -313,6 +313,20 @@ class MultiStreamLoop:
                 s.stats.counters.add("inferred")
                 self.stats.counters.add("inferred")
 
+    def _probe_batch(self, worker: int) -> None:
+        """A dynamic batch the backend cannot run at the streams' count (a TensorRT engine whose profile,
+        or whose buffers, are for batch 1): said once, and the streams run one after another."""
+        if self.batch_limit == 1 or self.backend.input_format.batch != -1:
+            return
+        try:
+            self.backend.infer(self._batches[worker])
+        except ModelError as exc:
+            with self._lock:
+                if self.batch_limit > 1:
+                    log.warning("%s does not run a batch of %d (%s): the streams are inferred one after another",
+                                self.backend.describe(), self.batch_limit, exc)
+                    self.batch_limit = 1
+
     def _infer_loop(self, worker: int) -> None:
         """One inference worker: gather a batch (one worker at a time), preprocess it into this worker's
         buffer, infer, pass it on. The last worker to finish passes the end marker on."""
@@ -321,6 +335,7 @@ class MultiStreamLoop:
             self.backend.bind_thread()
             if self.config.warmup:
                 self.backend.warmup(self.config.warmup)
+            self._probe_batch(worker)
             with self._lock:
                 self._workers_ready += 1
                 if self._workers_ready == self.workers:
@@ -456,7 +471,6 @@ class MultiStreamLoop:
         self.stats.meta.setdefault("source", " + ".join(s.source.describe() for s in self.streams))
         self.stats.meta.setdefault("backend", self.backend.describe())
         self.stats.meta["streams"] = len(self.streams)
-        self.stats.meta["batch"] = self.batch_limit
         self.stats.meta["infer_workers"] = self.workers
         for t in infers:
             t.start()
@@ -469,6 +483,7 @@ class MultiStreamLoop:
                 t.join()
             self._close(start=False)
             raise self._errors[0]
+        self.stats.meta["batch"] = self.batch_limit  # after the workers' probe (_probe_batch)
         self.stats.start()
         try:
             self._start_captures()

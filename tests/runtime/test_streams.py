@@ -167,7 +167,8 @@ def test_bundled_model_batches_the_streams_with_the_same_detections(tmp_path):
                 for k in which]
 
     stats = _run(streams(tmp_path / "batched", [0, 1, 2]), backend)
-    assert max(backend.sizes) == 3 and sum(backend.sizes) == 18
+    probe, sizes = backend.sizes[0], backend.sizes[1:]  # the first call checks that the batch runs at all
+    assert probe == 3 and max(sizes) == 3 and sum(sizes) == 18
     assert stats.counters.inferred == 18 and stats.meta["batch"] == 3
     batched = _dets_by_stream(tmp_path / "batched", ids)
     for k in range(3):
@@ -301,3 +302,23 @@ def test_live_page_grid_and_each_stream_at_its_own_url(red, tmp_path, headless):
     assert err.value.code == 404
     runner.join(30)
     assert result == [0]
+
+
+class _BatchOneOnly(OnnxRuntimeBackend):
+    """A dynamic-batch graph whose backend runs batch 1 only (as a TensorRT engine built for batch 1)."""
+
+    def infer(self, batch):  # type: ignore[override]
+        from edge.errors import ModelError
+
+        if batch.shape[0] != 1:
+            raise ModelError(f"input shape {list(batch.shape)} != the engine's run shape [1, 320, 320, 3]")
+        return super().infer(batch)
+
+
+def test_a_backend_that_cannot_run_the_batch_runs_the_streams_one_after_another(caplog):
+    backend = _BatchOneOnly(bundled_model(), OrtOptions(threads=1, spin=False))
+    streams = [Stream(str(k), open_source(parse_source("test://?frames=3&size=160x120"))) for k in range(2)]
+    stats = _run(streams, backend)
+    backend.close()
+    assert stats.counters.written == 6 and stats.meta["batch"] == 1
+    assert caplog.text.count("does not run a batch of 2") == 1

@@ -390,6 +390,11 @@ class MjpegServer(Sink):
             ch = self._channels[str(sid)] = _Channel(str(sid), fps_fn or (lambda: 0.0))
         return _ChannelSink(self, ch)
 
+    @property
+    def _latest(self) -> Optional[np.ndarray]:
+        """The single stream's newest frame copy (None until one was written while watched)."""
+        return self._main.latest
+
     def _lookup(self, sid: Optional[str]) -> Optional[_Channel]:
         return self._main if sid is None else self._channels.get(sid)
 

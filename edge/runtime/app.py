@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
@@ -153,6 +153,9 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
     entries = _stream_specs(opts)
     if len(entries) > 1:
         return run_streams(opts, entries, announce)
+    sid = stream_ids([entries[0][0]])[0]  # one stream: {stream} in an output name is its name or 0
+    opts = replace(opts, output=stream_path(opts.output, sid, "--output", 1),
+                   detections_out=stream_path(opts.detections_out, sid, "--detections-out", 1))
     check_outputs(opts)
     spec = entries[0][1]
     model = Path(opts.model) if opts.model else bundled_model()

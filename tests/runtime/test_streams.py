@@ -322,3 +322,16 @@ def test_a_backend_that_cannot_run_the_batch_runs_the_streams_one_after_another(
     backend.close()
     assert stats.counters.written == 6 and stats.meta["batch"] == 1
     assert caplog.text.count("does not run a batch of 2") == 1
+
+
+def test_one_stream_fills_the_stream_field_with_its_name(red, tmp_path, headless):
+    from edge.cli.run import main
+
+    listing = tmp_path / "one.txt"
+    listing.write_text(f"front={_images(tmp_path / 'f', 0, 3)}\n")
+    rc = main([str(red), "--sources", str(listing), "--threads", "1", "--log-every", "0",
+               "--detections-out", str(tmp_path / "det_{stream}.jsonl"), "--output", str(tmp_path / "out_{stream}.avi")])
+    assert rc == 0
+    assert len((tmp_path / "det_front.jsonl").read_text().splitlines()) == 3
+    assert _video_frames(tmp_path / "out_front.avi") == 3
+    assert not list(tmp_path.glob("*{stream}*"))

@@ -2,6 +2,7 @@
 
     edge bench [MODEL ...] [--source SRC] [--frames N] [--imgsz HxW ...] [--threads N] [--infer-workers N] [--repeats N]
                --json OUT [--report-dir DIR]
+    edge bench [MODEL] --streams N [--frames N] [--repeats N] --json OUT
 
 MODEL: deploy ONNX files (NMS inside), TensorRT engines, pre-NMS ONNX files or training checkpoints (made
 into deploy graphs as ``edge-run`` does); default: the bundled model. Several models (e.g. the fp32, fp16
@@ -69,6 +70,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "to write; .mp4: MPEG-4 part 2)")
     p.add_argument("--clip-size", type=_clip_size, default=(640, 480), metavar="WxH",
                    help="size of the generated clip (640x480)")
+    p.add_argument("--streams", type=int, default=0, metavar="N",
+                   help="instead: N file streams through one batched edge-run against N separate edge-run "
+                        "processes on the same clip (--frames each, --repeats interleaved rounds); writes "
+                        "batched_fps, separate_fps, batched_rss_mb, separate_rss_mb, per_stream_fps, "
+                        "glass_to_glass_p99_ms (edge.bench.streams)")
     p.add_argument("--workdir", default=None, metavar="DIR",
                    help="keep the generated clip here (default: a temporary folder, removed)")
 
@@ -79,6 +85,10 @@ def _echo(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.streams:
+        from edge.bench.streams import run_streams_command
+
+        return run_streams_command(args, echo=_echo)
     from edge.bench import run_command
 
     return run_command(args, echo=_echo)

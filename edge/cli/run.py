@@ -1,6 +1,6 @@
 """``edge-run``: detect objects live, from a camera, a stream, a video file or images.
 
-    edge-run [MODEL] [--source URI | --camera N] [--max-frames N] [--headless] [--output FILE]
+    edge-run [MODEL] [--source URI ...] [--camera N ...] [--sources FILE] [--max-frames N] [--headless] [--output FILE]
              [--stats-json FILE] [--detections-out FILE]
              [--serve [HOST]:PORT [--serve-auth FILE | --serve-public]]
              [--backend {auto,onnxruntime,tensorrt}] [--infer-workers N] [--threads N] [--host-nice N]
@@ -9,7 +9,10 @@ MODEL: a deploy ONNX (NMS inside, from ``edge surgery``), a TensorRT engine (``e
 ONNX (NMS is appended first, into ``NAME.nms.onnx``) or a training checkpoint (exported first, into
 ``NAME_deploy/``, where torch is installed); without it the bundled model in ``edge/assets/`` runs
 (``edge.runtime.open_model``). The backend follows the file: TensorRT for engines, ONNX Runtime (CPU, or
-CUDA when present) for ONNX. Sources: see ``edge.runtime.sources`` (``test://`` needs no camera). How many
+CUDA when present) for ONNX. Sources: see ``edge.runtime.sources`` (``test://`` needs no camera);
+``--source`` and ``--camera`` repeat and mix, ``--sources FILE`` adds one URI a line: two or more streams run
+batched through the one model (``edge.runtime.streams``), ``{stream}`` in --output / --detections-out
+becoming each stream's index or name. How many
 frames are inferred at once, on how many threads, follows the backend and the source
 (``edge.runtime.plan``). The run itself is ``edge.runtime.app.run_live``; this module parses the flags.
 It also serves as the ``edge run`` verb (``HELP``, ``add_arguments``, ``run``).
@@ -23,21 +26,40 @@ from typing import List, Optional
 
 HELP = "run a detector on a camera, stream, video or images: capture, infer, draw, display/save/serve"
 
+
+class _Ordered(argparse.Action):
+    """--source/--camera: repeatable; each value is also recorded in ``stream_order`` as typed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: Optional[str] = None) -> None:
+        items = list(getattr(namespace, self.dest) or [])
+        items.append(values)
+        setattr(namespace, self.dest, items)
+        order = list(getattr(namespace, "stream_order", None) or [])
+        order.append((self.dest, values))
+        namespace.stream_order = order
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default=None,
                    help="deploy ONNX (NMS inside), TensorRT engine, pre-NMS ONNX or checkpoint; "
                         "default: the bundled model")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--source", default=None, metavar="URI",
-                     help="test://, a video file, an image folder or glob, v4l2:///dev/videoN, csi://N, "
-                          "rtsp://... (default: --camera 0)")
-    src.add_argument("--camera", default=None, metavar="N",
-                     help="V4L2 camera /dev/videoN; a mode with 'N?size=WxH&fps=F&format=mjpeg'")
+    p.add_argument("--source", action=_Ordered, default=None, metavar="URI",
+                   help="test://, a video file, an image folder or glob, v4l2:///dev/videoN, csi://N, "
+                        "rtsp://... (default: --camera 0); repeat for several streams, batched in one loop")
+    p.add_argument("--camera", action=_Ordered, default=None, metavar="N",
+                   help="V4L2 camera /dev/videoN; a mode with 'N?size=WxH&fps=F&format=mjpeg'; repeatable, "
+                        "mixes with --source")
+    p.add_argument("--sources", default=None, metavar="FILE",
+                   help="a text file of source URIs, one a line (NAME=URI names the stream; # comments)")
+    p.set_defaults(stream_order=None)
     p.add_argument("--max-frames", type=int, default=0, metavar="N", help="stop after N frames (0: no limit)")
     p.add_argument("--headless", action="store_true", help="no window, even when a display exists")
-    p.add_argument("--output", default=None, metavar="FILE", help="write the annotated video (.mp4, .avi)")
+    p.add_argument("--output", default=None, metavar="FILE",
+                   help="write the annotated video (.mp4, .avi); several streams: out_{stream}.mp4")
     p.add_argument("--stats-json", default=None, metavar="FILE", help="write run statistics as JSON")
-    p.add_argument("--detections-out", default=None, metavar="FILE", help="write detections as JSON lines")
+    p.add_argument("--detections-out", default=None, metavar="FILE",
+                   help="write detections as JSON lines; several streams: det_{stream}.jsonl")
     p.add_argument("--serve", default=None, metavar="[HOST]:PORT",
                    help="MJPEG stream and live page over HTTP (loopback unless HOST is given), e.g. :8080, "
                         "0.0.0.0:8080, [::]:8080; beyond loopback it needs --serve-auth or --serve-public")

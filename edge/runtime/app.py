@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from edge.artifacts import check_output_path
 from edge.bundled import bundled_model
@@ -33,6 +33,7 @@ from edge.runtime.sources.cameras import CsiSource
 from edge.runtime.sources.gst import DECODE_CHOICES, software_equivalent
 from edge.runtime.sources.gst import Pipeline as GstPipeline
 from edge.runtime.stats import RunStats
+from edge.runtime.streams import MultiStreamLoop, Stream, read_sources_file, stream_ids, stream_path
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,17 @@ class RunOptions:
     """What ``edge-run`` was asked to do; the fields are its flags (``edge-run --help``).
 
     model: a deploy ONNX, engine, pre-NMS ONNX or checkpoint (None: the bundled model).
-    source: a source URI (``edge.runtime.sources.parse_source``); None: V4L2 ``camera`` (default 0).
+    source: a source URI (``edge.runtime.sources.parse_source``) or a list of them; None: V4L2 ``camera``
+    (default 0), an index or a list of them. sources: a file of URIs, one a line (``NAME=URI`` allowed).
+    stream_order: the CLI's ("source", URI) / ("camera", N) in the order given (the stream indexes).
+    Two or more streams run batched in one loop (``edge.runtime.streams``).
     """
 
     model: Optional[str] = None
-    source: Optional[str] = None
-    camera: Optional[Any] = None  # an index, or "N?size=WxH&fps=F&format=mjpeg"
+    source: Union[str, List[str], None] = None
+    camera: Union[int, str, List[Union[int, str]], None] = None  # an index, or "N?size=WxH&fps=F&format=mjpeg"
+    sources: Optional[str] = None
+    stream_order: Optional[List[Tuple[str, Any]]] = None
     max_frames: int = 0
     headless: bool = False
     output: Optional[str] = None
@@ -81,20 +87,42 @@ class RunOptions:
         return self
 
 
+def _as_list(value: Any) -> List[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _stream_specs(opts: RunOptions) -> List[Tuple[Optional[str], Any]]:
+    """(name or None, SourceSpec) of every stream, in the order given: --source/--camera (as typed, when
+    the CLI recorded it), then the --sources file; none given: --camera 0."""
+    order = list(opts.stream_order or [])
+    if not order:
+        order = [("source", u) for u in _as_list(opts.source)] + [("camera", c) for c in _as_list(opts.camera)]
+    entries: List[Tuple[Optional[str], Any]] = []
+    for kind, value in order:
+        entries.append((None, parse_source(value) if kind == "source" else camera_spec(value)))
+    if opts.sources:
+        entries += [(name, parse_source(uri)) for name, uri in read_sources_file(opts.sources)]
+    return entries or [(None, camera_spec(0))]
+
+
 def _source_spec(opts: RunOptions) -> Any:
-    if opts.source is not None:
-        return parse_source(opts.source)
-    return camera_spec(opts.camera if opts.camera is not None else 0)
+    return _stream_specs(opts)[0][1]
 
 
-def check_outputs(opts: RunOptions) -> None:
+def check_outputs(opts: RunOptions, ids: Sequence[str] = ("0",)) -> None:
     """Refuse outputs that cannot be written, before the model and the source are opened: each of
     --output, --detections-out, --stats-json must name a file (not a folder) in an existing, writable
-    folder on a disk with space (``edge.artifacts.check_output_path``: OutputError naming the cause)."""
-    for flag, path in (("--output", opts.output), ("--detections-out", opts.detections_out),
-                       ("--stats-json", opts.stats_json)):
-        if path:
-            check_output_path(path, flag)
+    folder on a disk with space (``edge.artifacts.check_output_path``: OutputError naming the cause).
+    With several streams (``ids``), --output and --detections-out are templates: every stream's file."""
+    for flag, template in (("--output", opts.output), ("--detections-out", opts.detections_out)):
+        for sid in ids:
+            path = stream_path(template, sid, flag, len(ids))
+            if path:
+                check_output_path(path, flag)
+    if opts.stats_json:
+        check_output_path(opts.stats_json, "--stats-json")
 
 
 def build_sinks(opts: RunOptions, class_names: List[str], fps: float, stats: Any,
@@ -135,8 +163,14 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
     if opts.print_pipeline:
         announce(print_pipeline(opts))
         return 0
+    entries = _stream_specs(opts)
+    if len(entries) > 1:
+        return run_streams(opts, entries, announce)
+    sid = stream_ids([entries[0][0]])[0]  # one stream: {stream} in an output name is its name or 0
+    opts = replace(opts, output=stream_path(opts.output, sid, "--output", 1),
+                   detections_out=stream_path(opts.detections_out, sid, "--detections-out", 1))
     check_outputs(opts)
-    spec = _source_spec(opts)
+    spec = entries[0][1]
     model = Path(opts.model) if opts.model else bundled_model()
     plan = inference_plan(model, opts.backend, live=spec.live, workers=opts.infer_workers, threads=opts.threads,
                           host_nice=opts.host_nice)
@@ -171,6 +205,94 @@ def run_live(opts: RunOptions, announce: Callable[[str], None] = log.info) -> in
             log.info("wrote %s", opts.stats_json)
     finally:
         _restore_signals(saved)  # only now: a second Ctrl-C must not cut the outputs or the stats short
+    return _exit_status(stats)
+
+
+def stream_sinks(opts: RunOptions, sid: str, count: int, class_names: List[str], fps: float) -> List[Any]:
+    """One stream's sinks in a multi-stream run: a window titled with its id, its own video file and
+    detections file (the --output / --detections-out templates with ``{stream}`` filled in)."""
+    sinks: List[Any] = []
+    try:
+        if not opts.headless and display_available()[0]:
+            sinks.append(DisplaySink(title=f"edge-run [{sid}]"))
+        video = stream_path(opts.output, sid, "--output", count)
+        if video:
+            sinks.append(VideoFileSink(video, fps=fps))
+        dets = stream_path(opts.detections_out, sid, "--detections-out", count)
+        if dets:
+            sinks.append(JsonLinesSink(dets, class_names, stream=sid))
+    except BaseException:
+        for s in sinks:
+            s.close()
+        raise
+    return sinks
+
+
+def run_streams(opts: RunOptions, entries: List[Tuple[Optional[str], Any]],
+                announce: Callable[[str], None] = log.info) -> int:
+    """``run_live`` for two or more streams: one model, one batched loop (``edge.runtime.streams``); the
+    exit status as ``run_live``'s."""
+    ids = stream_ids([name for name, _ in entries])
+    check_outputs(opts, ids)
+    model = Path(opts.model) if opts.model else bundled_model()
+    # the plan for one stream of that kind: file streams only -> throughput (on a CPU: 2 workers, each
+    # inferring a whole batch on cores / 2 threads), any live stream -> latency (one worker)
+    live = any(spec.live for _, spec in entries)
+    plan = inference_plan(model, opts.backend, live=live, workers=opts.infer_workers, threads=opts.threads,
+                          host_nice=opts.host_nice)
+    log.info("inference: %s; batches of up to %d streams", plan.describe(), len(ids))
+    config = PipelineConfig(queue_size=opts.queue_size, conf_threshold=opts.conf, draw=not opts.no_draw,
+                            max_frames=opts.max_frames, log_every_s=opts.log_every, infer_workers=plan.workers,
+                            host_nice=plan.host_nice).validate()
+    backend = open_backend(model, opts.backend, threads=plan.threads, spin=False,
+                           cuda_graph=opts.cuda_graph, check_key=not opts.no_engine_check)
+    saved = None
+    streams: List[Stream] = []
+    server: Optional[MjpegServer] = None
+    try:
+        try:
+            fmt = backend.input_format
+            for sid, (_, spec) in zip(ids, entries):
+                source = open_source(spec, target_hw=(fmt.height, fmt.width), decode_threads=plan.decode_threads)
+                streams.append(Stream(sid, source))
+                source.open()  # a missing camera or file fails here, before any thread starts
+                log.info("stream %s: %s%s", sid, source.describe(), " (live: latest frame only)" if source.live else "")
+            stats = RunStats()
+            stats.meta.update({"model": str(model), "source": " + ".join(e[1].describe() for e in entries)})
+            for st in streams:
+                st.sinks = stream_sinks(opts, st.sid, len(ids), backend.info.class_names, st.source.fps or 30.0)
+            if opts.serve:  # one server: the grid at /, each stream at /s/ID/
+                host, port, credentials = serve_access(opts.serve, opts.serve_auth, opts.serve_public)
+                server = MjpegServer(host, port, class_names=backend.info.class_names, credentials=credentials,
+                                     public=opts.serve_public, title=f"{len(ids)} streams")
+                for st in streams:
+                    st.sinks.append(server.channel(st.sid, fps_fn=lambda m=st.stats.fps_meter: m.fps))
+                announce(f"serving on {server.url} ({len(ids)} streams; each at {server.url}s/ID/)")
+            loop = MultiStreamLoop(streams, backend, config, stats=stats)
+            saved = _install_signals(loop)
+            stats = loop.run()
+        except BaseException:
+            for st in streams:
+                st.source.close()
+                for sink in st.sinks:
+                    sink.close()
+            raise
+        finally:
+            if server is not None:
+                server.close()
+            backend.close()
+        announce(stats.format_summary())
+        announce(", ".join(f"stream {d['id']}: {d['frames']['written']} frames, {d['e2e_fps']:.1f} FPS"
+                           for d in stats.streams))
+        if opts.stats_json:
+            stats.write_json(opts.stats_json)
+            log.info("wrote %s", opts.stats_json)
+    finally:
+        _restore_signals(saved)
+    return _exit_status(stats)
+
+
+def _exit_status(stats: RunStats) -> int:
     reason = stats.meta.get("end_reason", "")
     if stats.output_errors:
         return 2

@@ -3,7 +3,9 @@
 and are importable from here too.
 
 ``MjpegServer`` serves ``/`` (a small live page and its script ``/live.js``), ``/stream.mjpg``,
-``/frame.jpg`` and ``/stats.json`` on loopback unless another host is asked for. JPEG encoding happens
+``/frame.jpg`` and ``/stats.json`` on loopback unless another host is asked for. With several streams
+(``channel(ID)`` gives each its own sink) ``/`` is a grid of the streams with each one's FPS
+(``/grid.js``, ``/streams.json``), and each stream has the single-stream page and URLs under ``/s/ID/``. JPEG encoding happens
 in its own thread, only while someone is watching, at most ``max_fps`` times a second: never on the
 pipeline's hot path.
 
@@ -36,6 +38,7 @@ import socket
 import socketserver
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -96,6 +99,57 @@ async function poll() {
     }
   } catch (e) {
     byId("s").textContent = "disconnected";
+  }
+  setTimeout(poll, 500);
+}
+poll();
+"""
+
+_GRID = """<!doctype html>
+<html><head><meta charset="utf-8"><title>edge-run</title>
+<style>body{background:#111;color:#ddd;font:14px sans-serif;margin:1em}a{color:#9cf}
+#g{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:.6em}
+figure{margin:0}img{width:100%;border:1px solid #333}</style></head>
+<body><h3>edge-run &mdash; TITLE</h3><div id="g"></div><div id="s">waiting...</div>
+<script src="grid.js"></script></body></html>
+"""
+
+# The grid: one tile per stream (id, FPS, link to its own page); each image reloads frame.jpg when the
+# previous one has arrived (no long-lived MJPEG connection per tile: a browser allows ~6 per host).
+_GRID_SCRIPT = """"use strict";
+const tiles = new Map();
+function tile(id) {
+  const fig = document.createElement("figure");
+  const img = document.createElement("img");
+  const cap = document.createElement("figcaption");
+  const a = document.createElement("a");
+  const base = "s/" + encodeURIComponent(id) + "/";
+  a.href = base;
+  a.textContent = id;
+  const fps = document.createElement("span");
+  cap.appendChild(a);
+  cap.appendChild(fps);
+  fig.appendChild(img);
+  fig.appendChild(cap);
+  document.getElementById("g").appendChild(fig);
+  let n = 0;
+  const next = () => setTimeout(() => { img.src = base + "frame.jpg?n=" + (n++); }, 60);
+  img.addEventListener("load", next);
+  img.addEventListener("error", () => setTimeout(next, 1000));
+  next();
+  return fps;
+}
+async function poll() {
+  try {
+    const r = await fetch("streams.json", {cache: "no-store"});
+    const list = await r.json();
+    for (const s of list) {
+      if (!tiles.has(s.id)) tiles.set(s.id, tile(String(s.id)));
+      tiles.get(s.id).textContent = ` ${Number(s.fps).toFixed(1)} FPS | frame ${s.frame} | ${s.detections} detections`;
+    }
+    document.getElementById("s").textContent = `${list.length} streams`;
+  } catch (e) {
+    document.getElementById("s").textContent = "disconnected";
   }
   setTimeout(poll, 500);
 }
@@ -190,6 +244,36 @@ def _listen_error(host: str, port: int, exc: OSError) -> EdgeError:
 # -- the server ------------------------------------------------------------------------------------------
 
 
+class _Channel:
+    """One stream's newest frame, its JPEG and detections (the server's ``_cond`` guards them)."""
+
+    def __init__(self, sid: str, fps_fn: Callable[[], float]) -> None:
+        self.sid = sid
+        self.fps_fn = fps_fn
+        self.latest: Optional[np.ndarray] = None  # preallocated copy of the newest frame
+        self.latest_seq = 0
+        self.encoded_seq = 0
+        self.jpeg: bytes = b""
+        self.jpeg_seq = 0
+        self.frame_index = -1
+        self.detections: List[Dict[str, Any]] = []
+
+
+class _ChannelSink(Sink):
+    """The sink of one stream of a multi-stream run: its frames go to its channel of the server."""
+
+    name = "mjpeg"
+
+    def __init__(self, server: "MjpegServer", channel: _Channel) -> None:
+        self.server, self.channel = server, channel
+
+    def write(self, packet: Any) -> None:
+        self.server._put(self.channel, packet)
+
+    def close(self) -> None:
+        """The server is closed once, by its owner, after every stream."""
+
+
 class MjpegServer(Sink):
     """Live annotated frames as MJPEG over HTTP, plus a page and JSON stats.
 
@@ -233,18 +317,16 @@ class MjpegServer(Sink):
         self.idle_timeout = float(idle_timeout)
         self._auth_digest = credentials.digest() if credentials is not None else None
         self._cond = threading.Condition()
-        self._latest: Optional[np.ndarray] = None  # preallocated copy of the newest frame
-        self._latest_seq = 0
-        self._jpeg: bytes = b""
-        self._jpeg_seq = 0
-        self._frame_index = -1
-        self._detections: List[Dict[str, Any]] = []
+        self._main = _Channel("", self.fps_fn)  # the single stream (write)
+        self._channels: Dict[str, _Channel] = {}  # the streams of a multi-stream run (channel)
         self._viewers = 0
         self._last_request = 0.0
         self._closed = False
         self._warned_at: Dict[str, float] = {}
         self._page = _PAGE.replace("TITLE", html.escape(title or "live")).encode("utf-8")
+        self._grid = _GRID.replace("TITLE", html.escape(title or "live")).encode("utf-8")
         self._script = _SCRIPT.encode("utf-8")
+        self._grid_script = _GRID_SCRIPT.encode("utf-8")
         try:
             self._httpd = _LiveHTTPServer((host, int(port)), self._make_handler(), max_connections=max_connections,
                                           backlog=backlog, on_refused=self._refused)
@@ -301,8 +383,26 @@ class MjpegServer(Sink):
     def watched(self) -> bool:
         return self._viewers > 0 or (time.monotonic() - self._last_request) < 2.0
 
+    def channel(self, sid: str, fps_fn: Optional[Callable[[], float]] = None) -> Sink:
+        """The sink of stream ``sid`` (a multi-stream run): shown in the grid at ``/`` and on its own at
+        ``/s/SID/``."""
+        with self._cond:
+            ch = self._channels[str(sid)] = _Channel(str(sid), fps_fn or (lambda: 0.0))
+        return _ChannelSink(self, ch)
+
+    @property
+    def _latest(self) -> Optional[np.ndarray]:
+        """The single stream's newest frame copy (None until one was written while watched)."""
+        return self._main.latest
+
+    def _lookup(self, sid: Optional[str]) -> Optional[_Channel]:
+        return self._main if sid is None else self._channels.get(sid)
+
     # -- sink side (pipeline thread) -------------------------------------------------------------
     def write(self, packet: Any) -> None:
+        self._put(self._main, packet)
+
+    def _put(self, ch: _Channel, packet: Any) -> None:
         if not self.watched:
             return
         frame = packet.frame
@@ -312,12 +412,12 @@ class MjpegServer(Sink):
             for box, score, cls in zip(packet.boxes.tolist(), packet.scores.tolist(), packet.classes.tolist())
         ]
         with self._cond:
-            if self._latest is None or self._latest.shape != frame.shape:
-                self._latest = np.empty_like(frame)
-            np.copyto(self._latest, frame)
-            self._latest_seq += 1
-            self._frame_index = packet.index
-            self._detections = dets
+            if ch.latest is None or ch.latest.shape != frame.shape:
+                ch.latest = np.empty_like(frame)
+            np.copyto(ch.latest, frame)
+            ch.latest_seq += 1
+            ch.frame_index = packet.index
+            ch.detections = dets
             self._cond.notify_all()
 
     # -- encoder thread --------------------------------------------------------------------------
@@ -325,47 +425,66 @@ class MjpegServer(Sink):
         from edge.runtime.priority import lower_thread_priority
 
         lower_thread_priority(self.nice)
-        seen = 0
         params = [int(cv2.IMWRITE_JPEG_QUALITY), self.quality]
-        scratch: Optional[np.ndarray] = None
+        scratch: Dict[str, np.ndarray] = {}
         while True:
             with self._cond:
-                while not self._closed and self._latest_seq == seen:
+                while not self._closed and not self._fresh():
                     self._cond.wait(0.5)
                 if self._closed:
                     return
-                seen = self._latest_seq
-                if scratch is None or scratch.shape != self._latest.shape:  # type: ignore[union-attr]
-                    scratch = np.empty_like(self._latest)
-                np.copyto(scratch, self._latest)  # type: ignore[arg-type]
+                todo = self._fresh()
+                for ch in todo:
+                    ch.encoded_seq = ch.latest_seq
+                    buf = scratch.get(ch.sid)
+                    if buf is None or buf.shape != ch.latest.shape:  # type: ignore[union-attr]
+                        buf = scratch[ch.sid] = np.empty_like(ch.latest)
+                    np.copyto(buf, ch.latest)  # type: ignore[arg-type]
             t0 = time.perf_counter()
-            ok, buf = cv2.imencode(".jpg", scratch, params)
-            if ok:
-                with self._cond:
-                    self._jpeg = buf.tobytes()
-                    self._jpeg_seq += 1
-                    self._cond.notify_all()
+            for ch in todo:
+                ok, enc = cv2.imencode(".jpg", scratch[ch.sid], params)
+                if ok:
+                    with self._cond:
+                        ch.jpeg = enc.tobytes()
+                        ch.jpeg_seq += 1
+                        self._cond.notify_all()
             rest = self.min_interval - (time.perf_counter() - t0)
             if rest > 0:
                 time.sleep(rest)
 
-    def wait_jpeg(self, after_seq: int, timeout: float) -> Tuple[int, bytes]:
-        """The first JPEG newer than ``after_seq`` (or the current one on timeout)."""
+    def _fresh(self) -> List[_Channel]:
+        """The channels with a frame not encoded yet (under ``_cond``)."""
+        return [ch for ch in (self._main, *self._channels.values()) if ch.latest_seq != ch.encoded_seq]
+
+    def wait_jpeg(self, after_seq: int, timeout: float, sid: Optional[str] = None) -> Tuple[int, bytes]:
+        """The first JPEG of stream ``sid`` (None: the single stream) newer than ``after_seq`` (or the
+        current one on timeout)."""
         self._last_request = time.monotonic()
         deadline = time.monotonic() + timeout
+        ch = self._lookup(sid)
+        if ch is None:
+            return 0, b""
         with self._cond:
-            while self._jpeg_seq <= after_seq and not self._closed:
+            while ch.jpeg_seq <= after_seq and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(min(left, 0.5))
                 self._last_request = time.monotonic()
-            return self._jpeg_seq, self._jpeg
+            return ch.jpeg_seq, ch.jpeg
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self, sid: Optional[str] = None) -> Dict[str, Any]:
+        self._last_request = time.monotonic()
+        ch = self._lookup(sid) or self._main
+        with self._cond:
+            return {"frame": ch.frame_index, "fps": float(ch.fps_fn()), "detections": list(ch.detections)}
+
+    def streams(self) -> List[Dict[str, Any]]:
+        """``/streams.json``: every stream's id, FPS, frame number and detection count."""
         self._last_request = time.monotonic()
         with self._cond:
-            return {"frame": self._frame_index, "fps": float(self.fps_fn()), "detections": list(self._detections)}
+            return [{"id": ch.sid, "fps": round(float(ch.fps_fn()), 2), "frame": ch.frame_index,
+                     "detections": len(ch.detections)} for ch in self._channels.values()]
 
     def _make_handler(self) -> type:
         return type("Handler", (_Handler,), {"live": self, "timeout": self.idle_timeout})
@@ -415,24 +534,39 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, _TEXT, b"authentication required\n", [("WWW-Authenticate", _REALM)])
             return
         path = self.path.split("?")[0]
+        sid: Optional[str] = None
+        if path.startswith("/s/"):  # one stream of several: /s/ID/ and the single-stream URLs below it
+            sid, _, rest = path[3:].partition("/")
+            sid = urllib.parse.unquote(sid)
+            if sid not in self.live._channels:
+                self._send(404, _TEXT, b"no such stream\n")
+                return
+            path = "/" + rest
+        elif path in ("/", "/index.html") and self.live._channels:
+            self._send(200, "text/html; charset=utf-8", self.live._grid, _PAGE_HEADERS)
+            return
         if path in ("/", "/index.html"):
             self._send(200, "text/html; charset=utf-8", self.live._page, _PAGE_HEADERS)
         elif path == "/live.js":
             self._send(200, "text/javascript; charset=utf-8", self.live._script)
+        elif path == "/grid.js" and sid is None:
+            self._send(200, "text/javascript; charset=utf-8", self.live._grid_script)
+        elif path == "/streams.json" and sid is None:
+            self._send(200, "application/json", json.dumps(self.live.streams()).encode("utf-8"))
         elif path == "/stats.json":
-            self._send(200, "application/json", json.dumps(self.live.stats()).encode("utf-8"))
+            self._send(200, "application/json", json.dumps(self.live.stats(sid)).encode("utf-8"))
         elif path == "/frame.jpg":
-            _, jpeg = self.live.wait_jpeg(0, timeout=5.0)
+            _, jpeg = self.live.wait_jpeg(0, timeout=5.0, sid=sid)
             if jpeg:
                 self._send(200, "image/jpeg", jpeg)
             else:
                 self._send(503, _TEXT, b"no frame yet\n")
         elif path == "/stream.mjpg":
-            self._stream()
+            self._stream(sid)
         else:
             self._send(404, _TEXT, b"not found\n")
 
-    def _stream(self) -> None:
+    def _stream(self, sid: Optional[str] = None) -> None:
         with self.live._cond:
             full = self.live._viewers >= self.live.max_streams
             if not full:
@@ -451,7 +585,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             seq = 0
             while not self.live._closed:
-                seq, jpeg = self.live.wait_jpeg(seq, timeout=2.0)
+                seq, jpeg = self.live.wait_jpeg(seq, timeout=2.0, sid=sid)
                 if not jpeg:
                     continue
                 self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "

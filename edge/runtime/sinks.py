@@ -300,13 +300,14 @@ class JsonLinesSink(Sink):
          "detections": [{"box": [x1, y1, x2, y2], "score": 0.91, "class_id": 2, "label": "Platelets"}]}
 
     Boxes are xyxy in source-frame pixels (rounded to 0.01 px); ``time`` is seconds since the run's
-    first capture.
+    first capture. ``stream`` (a multi-stream run): the stream's id, written as the first key of every line.
     """
 
     name = "jsonl"
 
-    def __init__(self, path: Union[str, Path], class_names: Sequence[str] = ()) -> None:
+    def __init__(self, path: Union[str, Path], class_names: Sequence[str] = (), stream: Optional[str] = None) -> None:
         self.path = check_output_path(path, "--detections-out")
+        self.stream = stream
         self.class_names = list(class_names)
         self.tmp_path = partial_path(self.path)
         try:
@@ -330,8 +331,9 @@ class JsonLinesSink(Sink):
             for box, score, cls in zip(packet.boxes.tolist(), packet.scores.tolist(), packet.classes.tolist())
         ]
         h, w = packet.frame.shape[:2]
-        record = {"frame": packet.index, "time": round(packet.capture_ts - self._t0, 4), "width": w,
-                  "height": h, "detections": dets}
+        record = {} if self.stream is None else {"stream": self.stream}
+        record.update({"frame": packet.index, "time": round(packet.capture_ts - self._t0, 4), "width": w,
+                  "height": h, "detections": dets})
         if self._fh.closed:
             return
         try:

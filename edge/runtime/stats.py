@@ -117,6 +117,7 @@ class RunStats:
     stopped: Optional[float] = None
     meta: Dict[str, Any] = field(default_factory=dict)
     output_errors: List[Dict[str, Any]] = field(default_factory=list)
+    streams: List[Dict[str, Any]] = field(default_factory=list)  # per-stream figures of a multi-stream run
 
     def output_failed(self, output: str, exc: Any) -> None:
         """Record an output that failed (``exc``: an ``edge.errors.OutputError``): its sink, path, cause."""
@@ -180,6 +181,7 @@ class RunStats:
             "stages_ms": {name: t.summary() for name, t in self.stages.items() if t.count},
             "glass_to_glass_ms": self.glass_to_glass.summary(),
             "output_errors": [dict(e) for e in self.output_errors],
+            **({"streams": [dict(st) for st in self.streams]} if self.streams else {}),
             **({"meta": self.meta} if self.meta else {}),
         }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Dict
 
 import numpy as np
 import pytest
@@ -72,15 +73,8 @@ def write_pre_nms_model(path: Path, size: int = 64, classes: int = 3, seed: int 
          helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, n, classes])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    path.with_suffix(".json").write_text(json.dumps({
-        "classes": [f"cell{i}" for i in range(classes)], "input_size": [size, size],
-        "input_layout": "uint8_nhwc_bgr",
-    }))
-    return path
+    return _save_detector(graph, path, {"classes": [f"cell{i}" for i in range(classes)],
+                                        "input_size": [size, size], "input_layout": "uint8_nhwc_bgr"})
 
 
 def write_deploy_model(directory: Path, nms: str = "efficient", score_threshold: float = 0.3,
@@ -152,15 +146,9 @@ def write_fcn_pre_nms_model(path: Path, size: int = 64, classes: int = 3, seed: 
          helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, n, classes])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    path.with_suffix(".json").write_text(json.dumps({
-        "classes": [f"fcn{i}" for i in range(classes)], "input_size": [size, size],
-        "input_layout": "uint8_nhwc_bgr", "input": {"dynamic_hw": dynamic_hw},
-    }))
-    return path
+    return _save_detector(graph, path, {"classes": [f"fcn{i}" for i in range(classes)],
+                                        "input_size": [size, size], "input_layout": "uint8_nhwc_bgr",
+                                        "input": {"dynamic_hw": dynamic_hw}})
 
 
 def write_fcn_deploy_model(directory: Path, nms: str = "onnx", dynamic_hw: bool = False,
@@ -174,3 +162,13 @@ def write_fcn_deploy_model(directory: Path, nms: str = "onnx", dynamic_hw: bool 
     out = directory / f"fcn_{tag}.nms_{nms}.onnx"
     surgery_file(pre, out, SurgeryConfig(nms=nms, score_threshold=score_threshold, max_detections=max_detections))
     return out
+
+
+def _save_detector(graph: Any, path: Path, sidecar: Dict[str, Any]) -> Path:
+    """Check and save a tiny detector graph (opset 13, IR 8) with its sidecar beside it."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    return path

@@ -12,10 +12,8 @@ import base64
 import functools
 import http.server
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -28,8 +26,7 @@ from edge.runtime.sources.base import FrameSource
 from edge.runtime.sources.capture import CaptureThread, FramePool, ReopenPolicy
 from edge.runtime.sources.factory import open_source
 from edge.runtime.sources.uri import parse_source, redact_uri
-from edge.runtime.synthetic import red_box_model
-from tests.paths import REPO as ROOT
+from tests.runtime.edge_run import edge_run_command, edge_run_env
 
 SECRET = "s3cr3t-Pa55"
 
@@ -98,15 +95,8 @@ def test_reconnect_warnings_carry_no_secret(caplog):
 
 def _edge_run(args, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """The real edge-run on the tiny red-box detector (fast on any CPU), with debug logging."""
-    model = tmp_path / "red.onnx"
-    if not model.exists():
-        red_box_model(model)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("DISPLAY", None)
-    env.pop("WAYLAND_DISPLAY", None)
-    return subprocess.run([sys.executable, "-m", "edge.cli.run", str(model), *args, "--headless", "--threads", "1",
-                           "-v"],
-                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(edge_run_command(tmp_path, args), cwd=str(tmp_path), env=edge_run_env(),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_edge_run_open_failure_does_not_print_the_secret(tmp_path):

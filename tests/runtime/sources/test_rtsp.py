@@ -8,31 +8,21 @@ resolution in the stats and never prints the password of the URL.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from edge.runtime.synthetic import red_box_model
-from tests.paths import REPO as ROOT
+from tests.runtime.edge_run import edge_run_command, edge_run_env
 
 SECRET = "Rt5p-s3cret"
 
 
 def _edge_run(args, tmp_path: Path) -> subprocess.Popen:
-    model = tmp_path / "red.onnx"
-    if not model.exists():
-        red_box_model(model)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("DISPLAY", None)
-    env.pop("WAYLAND_DISPLAY", None)
-    return subprocess.Popen([sys.executable, "-m", "edge.cli.run", str(model), *args, "--headless", "--threads", "1",
-                             "-v"], cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(edge_run_command(tmp_path, args), cwd=str(tmp_path), env=edge_run_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 class _Lines:

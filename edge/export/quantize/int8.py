@@ -190,6 +190,21 @@ class Int8Quantizer:
                         "its own entropy histogram (128 bins); upgrade onnxruntime for TensorRT-like entropy "
                         "calibration", _ort_version())
 
+    @contextlib.contextmanager
+    def _ort_step(self, what: str) -> Iterator[None]:
+        """An ONNX Runtime step (``what``: calibration, quantization) with its console noise quieted; its
+        failures become one clear error (a scratch-folder write: OutputError; anything else: ModelError)."""
+        try:
+            with _quiet_ort():
+                yield
+        except (EdgeError, MemoryError):
+            raise
+        except OSError as exc:
+            raise self._scratch_error(exc) from None
+        except Exception as exc:  # onnxruntime raises many types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"ONNX Runtime {what} failed ({type(exc).__name__}: {first})") from None
+
     def _scratch_error(self, exc: OSError) -> OutputError:
         """A write into the scratch folder failed (a full /tmp): say where, and how to move it."""
         return OutputError.from_os_error(exc.filename or self._tmp.name, exc, note="a scratch file of edge quantize",
@@ -260,27 +275,19 @@ class Int8Quantizer:
         from onnxruntime.quantization.calibrate import save_tensors_data
 
         start = time.perf_counter()
-        try:
-            with _quiet_ort():
-                calibrator = q.create_calibrator(
-                    self._model_path, list(self._ops),
-                    augmented_model_path=str(Path(self._tmp.name) / "augmented.onnx"),
-                    calibrate_method=self._method(), extra_options=self.calibrator_options())
-                # a few batches at a time: ONNX Runtime's calibrators hold every intermediate output of
-                # what one collect_data call reads (gigabytes for a 416 px YOLOv3 over 64 images)
-                for start_i in range(0, len(self.batches), CALIBRATION_CHUNK):
-                    calibrator.collect_data(_Reader(self.input_name,
-                                                    self.batches[start_i:start_i + CALIBRATION_CHUNK]))
-                ranges = calibrator.compute_data()
-                del calibrator
-                save_tensors_data(ranges, self._cache_path)
-        except (EdgeError, MemoryError):
-            raise
-        except OSError as exc:
-            raise self._scratch_error(exc) from None
-        except Exception as exc:  # onnxruntime raises many types from calibration
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"ONNX Runtime calibration failed ({type(exc).__name__}: {first})") from None
+        with self._ort_step("calibration"):
+            calibrator = q.create_calibrator(
+                self._model_path, list(self._ops),
+                augmented_model_path=str(Path(self._tmp.name) / "augmented.onnx"),
+                calibrate_method=self._method(), extra_options=self.calibrator_options())
+            # a few batches at a time: ONNX Runtime's calibrators hold every intermediate output of
+            # what one collect_data call reads (gigabytes for a 416 px YOLOv3 over 64 images)
+            for start_i in range(0, len(self.batches), CALIBRATION_CHUNK):
+                calibrator.collect_data(_Reader(self.input_name,
+                                                self.batches[start_i:start_i + CALIBRATION_CHUNK]))
+            ranges = calibrator.compute_data()
+            del calibrator
+            save_tensors_data(ranges, self._cache_path)
         self.calibration_seconds = time.perf_counter() - start
         log.info("calibrated the inputs of %d layers with %s on %d batch(es) in %.1f s", len(self.partition.weighted),
                  self.method, len(self.batches), self.calibration_seconds)
@@ -311,22 +318,14 @@ class Int8Quantizer:
         else:
             kwargs = {}
             reader = _Reader(self.input_name, self.batches)
-        try:
-            with _quiet_ort():
-                q.quantize_static(
-                    str(self._model_path), str(out_path), reader,
-                    quant_format=q.QuantFormat.QDQ, op_types_to_quantize=list(self._ops),
-                    per_channel=self.per_channel, reduce_range=False,
-                    activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                    nodes_to_quantize=chosen, nodes_to_exclude=exclude, calibrate_method=self._method(),
-                    extra_options=self.extra_options(), **kwargs)
-        except (EdgeError, MemoryError):
-            raise
-        except OSError as exc:
-            raise self._scratch_error(exc) from None
-        except Exception as exc:  # onnxruntime raises many types from quantization
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"ONNX Runtime quantization failed ({type(exc).__name__}: {first})") from None
+        with self._ort_step("quantization"):
+            q.quantize_static(
+                str(self._model_path), str(out_path), reader,
+                quant_format=q.QuantFormat.QDQ, op_types_to_quantize=list(self._ops),
+                per_channel=self.per_channel, reduce_range=False,
+                activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                nodes_to_quantize=chosen, nodes_to_exclude=exclude, calibrate_method=self._method(),
+                extra_options=self.extra_options(), **kwargs)
         out = onnx.load(str(out_path))
         out_path.unlink()
         return out

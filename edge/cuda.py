@@ -199,13 +199,16 @@ class CudaBuffers:
         self.buffers.append(buf)
         return buf
 
-    def htod(self, buf: HostDeviceBuffer) -> None:
-        """Queue host -> device copy of ``buf`` on the stream."""
-        self.drv.memcpy_htod_async(buf.device, buf.host, self.stream)
+    def htod(self, buf: HostDeviceBuffer, rows: Optional[int] = None) -> None:
+        """Queue host -> device copy of ``buf`` on the stream; ``rows``: only the first ``rows`` entries of
+        the leading (batch) dimension, for a buffer sized for a larger batch than this run's."""
+        host = buf.host if rows is None else buf.host[:rows]
+        self.drv.memcpy_htod_async(buf.device, host, self.stream)
 
-    def dtoh(self, buf: HostDeviceBuffer) -> None:
-        """Queue device -> host copy of ``buf`` on the stream."""
-        self.drv.memcpy_dtoh_async(buf.host, buf.device, self.stream)
+    def dtoh(self, buf: HostDeviceBuffer, rows: Optional[int] = None) -> None:
+        """Queue device -> host copy of ``buf`` (or of its first ``rows`` batch entries) on the stream."""
+        host = buf.host if rows is None else buf.host[:rows]
+        self.drv.memcpy_dtoh_async(host, buf.device, self.stream)
 
     def synchronize(self) -> None:
         self.stream.synchronize()

@@ -210,6 +210,8 @@ class Backend(abc.ABC):
     name = "backend"
     #: ``infer`` may run on several threads at once (contract point 6); False: one call at a time.
     concurrent_infer = False
+    #: the largest batch a dynamic-batch graph runs (a TensorRT engine's profile maximum); None: no limit.
+    max_batch: Optional[int] = None
 
     def __init__(self) -> None:
         self.info: Optional[ModelInfo] = None

@@ -178,6 +178,11 @@ class MultiStreamLoop:
         self.drawer = Drawer(names)
         n = len(self.streams)
         self.batch_limit = n if fmt.batch == -1 else max(1, fmt.batch)
+        cap = getattr(backend, "max_batch", None)
+        if fmt.batch == -1 and cap and cap < n:
+            log.warning("%s takes batches of at most %d: its %d streams are inferred in batches of %d (rebuild "
+                        "with `edge build --batch 1,%d,%d` to batch them all)", backend.describe(), cap, n, cap, n, n)
+            self.batch_limit = max(1, int(cap))
         self.workers = self.config.infer_workers
         if self.workers > 1 and not getattr(backend, "concurrent_infer", False):
             raise EdgeError(f"{backend.describe()} runs one inference at a time; --infer-workers {self.workers} "

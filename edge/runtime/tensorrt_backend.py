@@ -13,6 +13,10 @@
   lazily), then the enqueue is captured on the same stream with cuda-python (``edge.cuda.CudaGraph``; no
   released PyCUDA can capture) and replayed with ``cuGraphLaunch``; captured again when the input shape or a
   tensor address changes.
+* Dynamic batch (an engine built with ``edge build --batch MIN,OPT,MAX``): buffers are sized for profile 0's
+  maximum batch, and each call sets the input shape to its own batch (``set_input_shape`` /
+  ``set_binding_shape``) and copies only that many rows each way; ``max_batch`` tells callers (the
+  multi-stream loop) the largest batch the engine takes.
 
 TensorRT and PyCUDA are imported only when a ``TensorRTBackend`` is created. ``trt_module`` and
 ``cuda_driver`` exist for the API-contract tests (strict stand-ins of the documented APIs).
@@ -186,6 +190,8 @@ class TensorRTBackend(Backend):
             raise ModelError(f"engine {path.name} has {len(inputs)} inputs; edge-run expects one image input")
         in_name, _, in_shape, in_dtype = inputs[0]
         self._input_spec = TensorSpec(in_name, in_shape, np.dtype(in_dtype))
+        self._batch_range = self._profile_batch_range()
+        self.max_batch = self._batch_range[1]
         mapping = find_output_names([o[0] for o in outputs], [o[2] for o in outputs])
         self._out_names = [mapping[c] for c in NMS_OUTPUTS]
         by_name = {o[0]: o for o in outputs}
@@ -239,21 +245,53 @@ class TensorRTBackend(Backend):
             )
         return fmt
 
-    def _input_run_shape(self) -> Tuple[int, ...]:
-        """The concrete input shape: static dims as built, dynamic ones from profile 0 (batch 1)."""
+    def _input_profile(self) -> Optional[List[Tuple[int, ...]]]:
+        """Profile 0's (min, opt, max) input shapes; None for an engine whose input is fully static."""
         name, _, shape, _ = next(t for t in self._io if t[1])
         if all(d >= 0 for d in shape):
-            return shape
+            return None
         engine = self._engine
         if self.caps.tensor_api:
-            _, opt, _ = engine.get_tensor_profile_shape(name, 0)
+            shapes = engine.get_tensor_profile_shape(name, 0)
         else:
             index = [t[0] for t in self._io].index(name)
-            _, opt, _ = engine.get_profile_shape(0, index)
-        run = [int(d) for d in opt]
+            shapes = engine.get_profile_shape(0, index)
+        return [tuple(int(d) for d in s) for s in shapes]
+
+    def _profile_batch_range(self) -> Tuple[int, int]:
+        """(smallest, largest) batch the engine runs: its static batch twice, or profile 0's min and max."""
+        shape = self._input_spec.shape  # type: ignore[union-attr]
+        profile = self._input_profile()
+        if shape[0] >= 0 or profile is None:
+            return int(shape[0]), int(shape[0])
+        return profile[0][0], profile[2][0]
+
+    def _input_run_shape(self, batch: Optional[int] = None) -> Tuple[int, ...]:
+        """The concrete input shape: static dims as built, dynamic H/W from profile 0's opt, and a dynamic
+        batch of ``batch`` (default: 1, or the profile's minimum when that is larger)."""
+        name, _, shape, _ = next(t for t in self._io if t[1])
+        profile = self._input_profile()
+        if profile is None:
+            return shape
+        run = list(profile[1])
         if shape[0] < 0:
-            run[0] = 1
+            run[0] = int(batch) if batch is not None else max(1, profile[0][0])
         return tuple(run)
+
+    def _set_run_shape(self, context: Any, run_shape: Tuple[int, ...]) -> None:
+        in_name = self._input_spec.name  # type: ignore[union-attr]
+        if self.caps.tensor_api:
+            ok = context.set_input_shape(in_name, run_shape)
+        else:
+            ok = context.set_binding_shape([t[0] for t in self._io].index(in_name), run_shape)
+        if not ok:
+            raise ModelError(f"engine rejects input shape {list(run_shape)} for {in_name}")
+
+    def _context_shapes(self, context: Any) -> Dict[str, Tuple[int, ...]]:
+        names = [t[0] for t in self._io]
+        if self.caps.tensor_api:
+            return {n: tuple(int(d) for d in context.get_tensor_shape(n)) for n in names}
+        return {n: tuple(int(d) for d in context.get_binding_shape(i)) for i, n in enumerate(names)}
 
     # -- inference-thread state ------------------------------------------------------------------
     def bind_thread(self) -> None:
@@ -278,21 +316,16 @@ class TensorRTBackend(Backend):
         if context is None:
             raise ModelError("TensorRT could not create an execution context (out of GPU memory?)")
         run_shape = self._input_run_shape()
+        dynamic = any(d < 0 for d in self._input_spec.shape)  # type: ignore[union-attr]
         in_name = self._input_spec.name  # type: ignore[union-attr]
         names = [t[0] for t in self._io]
         buffers = cuda.CudaBuffers(self.ctx)
         try:
-            if self.caps.tensor_api:
-                if any(d < 0 for d in self._input_spec.shape):  # type: ignore[union-attr]
-                    if not context.set_input_shape(in_name, run_shape):
-                        raise ModelError(f"engine rejects input shape {list(run_shape)} for {in_name}")
-                shapes = {n: tuple(int(d) for d in context.get_tensor_shape(n)) for n in names}
-            else:
-                index = names.index(in_name)
-                if any(d < 0 for d in self._input_spec.shape):  # type: ignore[union-attr]
-                    if not context.set_binding_shape(index, run_shape):
-                        raise ModelError(f"engine rejects input shape {list(run_shape)} for {in_name}")
-                shapes = {n: tuple(int(d) for d in context.get_binding_shape(i)) for i, n in enumerate(names)}
+            if dynamic:  # size every buffer for the largest batch, then run at run_shape's
+                self._set_run_shape(context, self._input_run_shape(self._batch_range[1]))
+            shapes = self._context_shapes(context)
+            if dynamic:
+                self._set_run_shape(context, run_shape)
             bad = {n: s for n, s in shapes.items() if any(d < 0 for d in s)}
             if bad:
                 raise ModelError(
@@ -326,26 +359,43 @@ class TensorRTBackend(Backend):
         if not ok:
             raise ModelError("TensorRT execution failed (see the TensorRT log above)")
 
+    def _use_batch(self, batch: np.ndarray) -> int:
+        """Check ``batch`` against the engine; for a dynamic batch, set the context's input shape to it."""
+        rows = int(batch.shape[0])
+        if tuple(batch.shape[1:]) != tuple(self._run_shape[1:]):
+            raise ModelError(f"input shape {list(batch.shape)} != the engine's run shape {list(self._run_shape)}")
+        if rows != self._run_shape[0]:
+            lo, hi = self._batch_range
+            if not lo <= rows <= hi:
+                raise ModelError(
+                    f"a batch of {rows} is outside what engine {self.info.path.name if self.info else ''} takes "
+                    f"({lo}..{hi} images); rebuild it with `edge build MODEL.onnx --batch 1,{max(rows, 1)},"
+                    f"{max(rows, hi)}` from a --dynamic-batch export"
+                )
+            run_shape = (rows,) + tuple(self._run_shape[1:])
+            self._set_run_shape(self._context, run_shape)
+            self._run_shape = run_shape
+        return rows
+
     def _run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         if self._context is None:
             self._prepare()
         buffers = self._buffers
         assert buffers is not None
-        if batch.shape != self._in_buf.host.shape:
-            raise ModelError(f"input shape {list(batch.shape)} != the engine's run shape {list(self._run_shape)}")
-        np.copyto(self._in_buf.host, batch)
-        buffers.htod(self._in_buf)
+        rows = self._use_batch(batch)
+        np.copyto(self._in_buf.host[:rows], batch)
+        buffers.htod(self._in_buf, rows)
         graph_key = (self._run_shape, tuple(buf.ptr for buf in buffers.buffers))  # what a capture is valid for
         replayed = self._graph_api is not None and buffers.launch_graph(graph_key)
         if not replayed:
             self._enqueue(buffers.stream_handle)
         for buf in self._out_bufs:
-            buffers.dtoh(buf)
+            buffers.dtoh(buf, rows)
         buffers.synchronize()
         if self._graph_api is not None and not replayed and not self._graph_failed:
             # after a normal enqueue on this stream (TensorRT allocates lazily on the first one)
             self._graph_failed = not buffers.capture(self._graph_api, self._enqueue, graph_key)
-        return {c: buf.host.copy() for c, buf in zip(NMS_OUTPUTS, self._out_bufs)}
+        return {c: buf.host[:rows].copy() for c, buf in zip(NMS_OUTPUTS, self._out_bufs)}
 
     def _infer(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         with self._lock:

@@ -335,3 +335,17 @@ def test_one_stream_fills_the_stream_field_with_its_name(red, tmp_path, headless
     assert len((tmp_path / "det_front.jsonl").read_text().splitlines()) == 3
     assert _video_frames(tmp_path / "out_front.avi") == 3
     assert not list(tmp_path.glob("*{stream}*"))
+
+
+def test_a_backend_with_a_smaller_max_batch_gets_batches_of_that_size(caplog):
+    """A dynamic-batch engine whose profile stops below the stream count (TensorRT's ``max_batch``): the
+    streams go through in batches of at most that many, said once."""
+    backend = _Recording(bundled_model(), OrtOptions(threads=1, spin=False))
+    backend.max_batch = 2
+    backend.sizes = []
+    streams = [Stream(str(k), open_source(parse_source("test://?frames=4&size=160x120"))) for k in range(3)]
+    stats = _run(streams, backend)
+    backend.close()
+    assert stats.counters.written == 12 and stats.meta["batch"] == 2
+    assert max(backend.sizes) == 2 and sum(backend.sizes[1:]) == 12
+    assert caplog.text.count("takes batches of at most 2: its 3 streams are inferred in batches of 2") == 1

@@ -501,3 +501,55 @@ def test_tensorrt_dtypes_map_to_numpy_by_member_name():
     assert numpy_dtype(later.INT64) == np.int64
     with pytest.raises(ModelError, match="BF16.*no numpy dtype"):
         numpy_dtype(later.BF16)
+
+
+@pytest.mark.parametrize("version", ["8.2.1", "10.3.0", "11.0.0"])
+def test_api_contract_dynamic_batch_runs_each_call_at_its_own_batch(tmp_path, version):
+    """API-contract test (stand-in): buffers sized for the profile's max batch (4), each call sets the input
+    shape to its own batch and copies only its rows; outputs per image equal the reference detector's."""
+    path = _engine(tmp_path, dynamic_batch=True, sidecar=SIDECAR)
+    backend, trt, st = _backend(path, version)
+    assert backend.max_batch == 4
+    a, b = _frames()
+    three = np.ascontiguousarray(np.concatenate([a, b, a]))
+    det = backend.infer(three)
+    assert det.boxes.shape[0] == 3
+    ref = red_box_outputs(three, 8)
+    np.testing.assert_array_equal(det.boxes, ref["detection_boxes"])
+    np.testing.assert_array_equal(det.num, ref["num_detections"].reshape(-1))
+    assert det.image(1)[0].tolist() == [[60.0, 5.0, 70.0, 80.0]]
+    one = backend.infer(b)
+    assert one.boxes.shape[0] == 1 and one.image(0)[0].tolist() == [[60.0, 5.0, 70.0, 80.0]]
+    assert backend.infer(a).image(0)[0].tolist() == [[10.0, 20.0, 50.0, 40.0]]
+    assert max(a.__array_interface__["shape"][0] for a in st.host_allocs) == 4, "buffers sized for the profile's max batch"
+    with pytest.raises(ModelError, match=r"a batch of 5 is outside .*1\.\.4.*edge build MODEL.onnx --batch 1,5,5"):
+        backend.infer(np.zeros((5, 96, 128, 3), np.uint8))
+    backend.close()
+    assert st.memory == {}
+
+
+def test_api_contract_static_batch_engine_refuses_another_batch(tmp_path):
+    path = _engine(tmp_path, sidecar=SIDECAR)
+    backend, _, _ = _backend(path, "10.3.0")
+    assert backend.max_batch == 1
+    with pytest.raises(ModelError, match="does not match"):
+        backend.infer(np.zeros((2, 96, 128, 3), np.uint8))
+    backend.close()
+
+
+def test_api_contract_cuda_graph_is_captured_again_when_the_batch_changes(tmp_path):
+    """API-contract test (stand-ins): a graph captured at batch 2 is not replayed for batch 1 (TensorRT's
+    rule: capture again when input shapes change); outputs stay right at each batch."""
+    path = _engine(tmp_path, dynamic_batch=True, sidecar=SIDECAR)
+    backend, trt, st, gs = _graph_backend(path, "10.3.0", "13.5.0")
+    a, b = _frames()
+    two = np.ascontiguousarray(np.concatenate([a, b]))
+    backend.infer(two)
+    backend.infer(two)
+    assert gs.launches == 1
+    det = backend.infer(b)
+    assert det.image(0)[0].tolist() == [[60.0, 5.0, 70.0, 80.0]]
+    assert gs.launches == 1, "the batch-2 graph is not replayed for batch 1"
+    assert [c for c in gs.calls if c == "cuStreamBeginCapture"] == ["cuStreamBeginCapture"] * 2
+    backend.close()
+    assert st.memory == {}

@@ -159,3 +159,40 @@ def test_backbone_options_are_checked_before_the_run(tmp_path):
     with pytest.raises(EdgeError, match="width multiplier 0.5; ImageNet weights exist for width 1.0 only"):
         train(TrainConfig(pretrained=True, epochs=1, threads=1, **dict(base, model="retinanet")))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_torchrun_freezes_then_unfreezes_the_backbone(tmp_path):
+    """DDP with a backbone frozen for epoch 1 and trained in epoch 2 (parameters without gradients, then with):
+    both ranks end identical, epoch 1 left the file's backbone as it was."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    yaml = tiny_dataset_yaml(tmp_path, n_train=4, n_val=2)
+    torch.manual_seed(2)
+    start = build_model("yolov3-tiny", num_classes=3, input_size=(64, 64), width=0.25).state_dict()
+    weights = tmp_path / "tiny.pth"
+    torch.save(start, weights)
+    out, hashes = tmp_path / "run", tmp_path / "hashes"
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "edge.cli.main", "train", "--model", "yolov3-tiny", "--data", str(yaml), "--imgsz", "64",
+        "--epochs", "2", "--batch", "1", "--out", str(out), "--model-arg", "width=0.25", "--threads", "1",
+        "--val-split", "none", "--rank-hash-dir", str(hashes), "--save-period", "1",
+        "--backbone-weights", str(weights), "--freeze-backbone", "1",
+    ]
+    proc = subprocess.run(cmd, cwd=str(repo), env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0 = json.loads((hashes / "rank0.json").read_text())
+    r1 = json.loads((hashes / "rank1.json").read_text())
+    assert r0["params"] == r1["params"] and r0["iteration"] == 4
+    epoch1 = torch.load(out / "epoch1.pt", weights_only=True)["model"]
+    epoch2 = torch.load(out / "epoch2.pt", weights_only=True)["model"]
+    backbone = [k for k in start if k.startswith("backbone.")]
+    assert all(torch.equal(epoch1[k], start[k]) for k in backbone)
+    assert any(not torch.equal(epoch2[k], start[k]) for k in backbone if start[k].is_floating_point())

@@ -74,6 +74,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--best-metric", choices=("map50", "map50_95"), help="validation figure that picks best.pt")
     p.add_argument("--rank-hash-dir", metavar="DIR",
                    help="debug: every process writes the sha256 of its final weights to DIR/rank<R>.json")
+    _add_backbone_arguments(p)
+
+
+def _add_backbone_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the backbone starts, and how long it stays frozen (edge.models.pretrained, edge.train.backbone)."""
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--pretrained", action="store_true", default=None,
+                       help="start the backbone from torchvision's ImageNet weights (VGG16, ResNet18/34/50 at "
+                            "width 1; downloaded into torch.hub's cache, or placed there by hand)")
+    start.add_argument("--backbone-weights", metavar="FILE.pth",
+                       help="start the backbone from this state dict (torchvision's or edge's key names); prints "
+                            "what loaded, what was missing and what was unexpected")
+    p.add_argument("--freeze-backbone", type=int, metavar="N",
+                   help="keep the backbone frozen (no gradients, BatchNorm in eval mode) for the first N epochs")
 
 
 def parse_model_args(items: List[str]) -> Dict[str, Any]:
@@ -114,6 +128,7 @@ _FIELDS = {
     "multiscale": "multiscale", "cache_images": "cache_images", "seed": "seed", "device": "device",
     "save_period": "save_period", "limit": "limit", "best_metric": "best_metric", "rank_hash_dir": "rank_hash_dir",
     "precise_bn": "precise_bn", "strict": "strict",
+    "pretrained": "pretrained", "backbone_weights": "backbone_weights", "freeze_backbone": "freeze_backbone",
 }
 
 
@@ -169,6 +184,10 @@ def run(args: argparse.Namespace) -> int:
                 ap = v.get("ap50_95")
                 print(f"  {name:20s} AP50 {ap50 if ap50 is None else round(ap50, 4)}  "
                       f"AP50-95 {ap if ap is None else round(ap, 4)}")
+        if result.backbone_weights:
+            from edge.models.pretrained import summary_line
+
+            print(f"backbone: {summary_line(result.backbone_weights)}")
         print(f"checkpoints: {result.best} (deploy), {result.last} (resume); history: "
               f"{result.out / 'history.csv'}, {result.out / 'history.png'}")
     return 0

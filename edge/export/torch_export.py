@@ -546,6 +546,7 @@ def _sidecar(source: ExportSource, config: ExportConfig, size: Size, module: Any
             "data_hash": (source.card.get("data") or {}).get("hash"),
             "epochs": source.card.get("epochs"),
             "metrics": source.card.get("metrics") or None,
+            "backbone_weights": source.card.get("backbone_weights"),
         },
         "export": {
             "exporter": "torch.onnx.export (TorchScript)",

@@ -72,6 +72,7 @@ def build_card(
     metrics: Optional[Dict[str, Any]] = None,
     epochs: int = 0,
     weights: str = "model",
+    backbone_weights: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The model card: everything export and evaluation need, from the model and the run.
 
@@ -81,7 +82,9 @@ def build_card(
     ``anchors`` (``model.anchors_for_card()``), ``outputs`` (boxes [B,N,4] xyxy input pixels, scores
     [B,N,C]), ``data`` (dataset name, splits, ``hash``, image count), ``training`` (the run's
     settings), ``epochs``, ``metrics`` (val map50, map50_95, per class), ``weights`` ("ema" or
-    "model"), ``edge_version``, ``torch_version``, ``created`` (UTC ISO 8601).
+    "model"), ``backbone_weights`` (where the backbone's starting weights came from: ``source``
+    ("torchvision:<weights>" or the file), ``file``, ``sha256``, counts ``loaded``/``missing``/``unexpected``;
+    None when it started from random weights), ``edge_version``, ``torch_version``, ``created`` (UTC ISO 8601).
     """
     normalization = model.normalization.to_dict()
     card = {
@@ -109,6 +112,7 @@ def build_card(
         "epochs": int(epochs),
         "metrics": _plain(metrics or {}),
         "weights": weights,
+        "backbone_weights": _plain(backbone_weights) if backbone_weights else None,
         "edge_version": edge.__version__,
         "torch_version": torch.__version__.split("+")[0],
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),

@@ -7,6 +7,7 @@ round-trips through ``to_dict``/``from_dict`` and sits in a ``torch.load(weights
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -61,6 +62,10 @@ class TrainConfig:
         score_threshold / iou_threshold / max_detections: postprocessing for validation mAP.
         best_metric: which validation figure picks best.pt.
         limit: train on the first N images of the split only (0: all; smoke tests).
+        pretrained: start the backbone from torchvision's ImageNet weights (``edge.models.pretrained``).
+        backbone_weights: start the backbone from this state dict file instead (torchvision's or edge's keys).
+        freeze_backbone: keep the backbone frozen (no gradients, BatchNorm in eval mode) for the first N
+            epochs, then train everything (0: never frozen).
         strict: stop when an image of the training or validation split is missing, empty or does not decode
             (default: every image is decoded once when the splits load; such images are skipped, counted and
             named in a warning).
@@ -110,6 +115,9 @@ class TrainConfig:
     best_metric: str = "map50"
     limit: int = 0
     strict: bool = False
+    pretrained: bool = False
+    backbone_weights: Optional[str] = None
+    freeze_backbone: int = 0
     resume: Optional[str] = None
     rank_hash_dir: Optional[str] = None
 
@@ -210,7 +218,23 @@ class TrainConfig:
             bad("limit", ">= 0 (0: all images)")
         if not isinstance(self.model_args, dict):
             bad("model_args", "a dict of build_model keyword arguments")
+        self._validate_backbone(bad)
         return self
+
+    def _validate_backbone(self, bad: Any) -> None:
+        if not isinstance(self.pretrained, bool):
+            bad("pretrained", "true or false")
+        if self.backbone_weights is not None and (not isinstance(self.backbone_weights, str) or not self.backbone_weights):
+            bad("backbone_weights", "the path of a state dict file (.pth)")
+        if self.pretrained and self.backbone_weights:
+            bad("backbone_weights", "no file together with --pretrained: give one source of backbone weights")
+        if self.backbone_weights and not self.resume and not os.path.isfile(self.backbone_weights):
+            bad("backbone_weights", "an existing state dict file (.pth); check the path")
+        if not isinstance(self.freeze_backbone, int) or self.freeze_backbone < 0:
+            bad("freeze_backbone", "an integer >= 0 epochs (0: never frozen)")
+        if self.freeze_backbone and not (self.pretrained or self.backbone_weights):
+            bad("freeze_backbone", "0 when the backbone starts from random weights: freezing them trains nothing "
+                                   "useful; add --pretrained or --backbone-weights FILE.pth")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

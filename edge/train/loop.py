@@ -30,6 +30,7 @@ from torch import nn
 
 from edge.data.targets import Target
 from edge.errors import EdgeError
+from edge.train.backbone import BackboneFreeze, check_pretrained, initial_backbone_weights
 from edge.train.checkpoint import (
     build_card,
     dataset_hash,
@@ -82,6 +83,7 @@ class TrainResult:
     history: List[Dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
     world_size: int = 1
+    backbone_weights: Optional[Dict[str, Any]] = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -185,6 +187,8 @@ class _Trainer:
                 config.model, config.data, ctx.device, ctx.world_size, threads, config.batch,
             )
 
+        if self.resume_data is None:
+            check_pretrained(config)  # before the data: a refusal should not wait for it
         self._load_data()
         self._build_model()
         self._build_optimization()
@@ -242,6 +246,10 @@ class _Trainer:
             raise EdgeError(f"cannot build {cfg.model} with model args {args}: {exc}; check the --model-arg names") from None
         except ValueError as exc:
             raise EdgeError(f"cannot build {cfg.model} with model args {args}: {exc}") from None
+        # a resumed run keeps the checkpoint's weights (and the card's record of where the backbone came from)
+        self.backbone_weights = (initial_backbone_weights(cfg, self.model) if self.resume_data is None
+                                 else (self.resume_data.get("card") or {}).get("backbone_weights"))
+        self.freeze = BackboneFreeze(self.model, cfg.freeze_backbone, enabled=self.main)
         self.model.to(self.device)
         n_params = sum(p.numel() for p in self.model.parameters())
         if self.main:
@@ -251,6 +259,7 @@ class _Trainer:
             self.step_module = nn.parallel.DistributedDataParallel(
                 self.step_module,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.freeze_backbone > 0,  # a frozen backbone's parameters get no gradients
             )
         self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau) if cfg.ema else None
 
@@ -354,11 +363,13 @@ class _Trainer:
             history=self.history.to_state(),
             wall_s=wall,
             world_size=self.ctx.world_size,
+            backbone_weights=self.backbone_weights,
         )
 
     def _train_epoch(self, epoch: int) -> Dict[str, Any]:
         cfg = self.cfg
         self.model.train()
+        self.freeze.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
         steps_left_after = (cfg.epochs - epoch - 1) * self.steps_per_epoch
         bar = Progress(
@@ -428,7 +439,7 @@ class _Trainer:
     def _precise_bn(self) -> None:
         """``edge.train.validate.precise_bn`` on the evaluated model over ``cfg.precise_bn`` training images."""
         precise_bn(self._eval_model(), self.plain_dataset, len(self.train_ds.records), self.cfg.precise_bn,
-                   self.cfg.batch, self.device)
+                   self.cfg.batch, self.device, keep=self.freeze.kept(self._eval_model()))
 
     def _eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
@@ -468,10 +479,14 @@ class _Trainer:
                 "seed": cfg.seed,
                 "device": self.ctx.device,
                 "model_args": dict(cfg.model_args),
+                "pretrained": cfg.pretrained,
+                "backbone_weights": cfg.backbone_weights,
+                "freeze_backbone": cfg.freeze_backbone,
             },
             metrics=metrics,
             epochs=epochs,
             weights="ema" if self.ema is not None else "model",
+            backbone_weights=self.backbone_weights,
         )
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from edge.train.predict import TorchPredictor, normalize_batch
 log = logging.getLogger(__name__)
 
 
-def recompute_batchnorm(model: nn.Module, batches: Any, forward: Any = None) -> int:
+def recompute_batchnorm(model: nn.Module, batches: Any, forward: Any = None, keep: Sequence[nn.Module] = ()) -> int:
     """Replace every BatchNorm's running statistics by their average over ``batches`` ("precise BN").
 
     BatchNorm's running mean/var trail the weights by ~1/momentum steps (33 steps for Darknet's 0.03);
@@ -29,9 +29,12 @@ def recompute_batchnorm(model: nn.Module, batches: Any, forward: Any = None) -> 
     Args:
         batches: iterable of normalized float32 [B, 3, H, W] input batches (B >= 2).
         forward: callable run on each batch (default ``model.forward_raw``).
+        keep: modules whose BatchNorm statistics stay as they are (a frozen backbone's; eval mode meanwhile).
     Returns: the number of images seen (0 when the model has no BatchNorm).
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    kept = {id(m) for k in keep for m in k.modules()}
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+           and id(m) not in kept]
     if not bns:
         return 0
     forward = forward or model.forward_raw
@@ -42,6 +45,8 @@ def recompute_batchnorm(model: nn.Module, batches: Any, forward: Any = None) -> 
         m.momentum = None  # cumulative moving average: the plain mean over the batches
     seen = 0
     model.train()
+    for k in keep:
+        k.eval()
     try:
         with torch.no_grad():
             for x in batches:
@@ -55,7 +60,8 @@ def recompute_batchnorm(model: nn.Module, batches: Any, forward: Any = None) -> 
 
 
 def precise_bn(
-    model: nn.Module, plain_dataset: Any, num_images: int, count: int, batch: int, device: torch.device
+    model: nn.Module, plain_dataset: Any, num_images: int, count: int, batch: int, device: torch.device,
+    keep: Sequence[nn.Module] = (),
 ) -> None:
     """``recompute_batchnorm`` on the evaluated ``model`` over ``count`` letterboxed training images
     (no augmentation, evenly spread over the ``num_images`` of ``plain_dataset``, always the same ones),
@@ -75,7 +81,7 @@ def precise_bn(
             yield normalize_batch(imgs, model.normalization)
 
     t0 = time.perf_counter()
-    seen = recompute_batchnorm(model, batches())
+    seen = recompute_batchnorm(model, batches(), keep=keep)
     if seen:
         log.debug("recomputed BatchNorm statistics on %d images in %.1f s", seen, time.perf_counter() - t0)
 

@@ -174,6 +174,9 @@ class DatasetConfig:
             splits = _parse_top_level_splits(raw, root, problems)
         else:
             splits = _parse_splits(raw.get("splits"), problems)
+            both = [k for k in TOP_LEVEL_SPLITS if k in raw]
+            if both and "splits" in raw:
+                problems.append(f"splits are given twice, under 'splits' and as top-level {both}; keep one form")
         splits_reported = len(problems) > before
         before = len(problems)
         names = _parse_names(raw.get("names"), problems)

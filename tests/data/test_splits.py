@@ -206,6 +206,12 @@ def test_every_problem_of_a_yaml_in_one_error(tmp_path):
     assert text.count("\n  - ") == 4 and "4 problems" in text
 
 
+def test_splits_in_both_forms_are_refused(tmp_path):
+    (tmp_path / "d.yaml").write_text("root: .\nformat: yolo\nsplits: {train: a.txt}\nval: b.txt\nnames: [a]\n")
+    with pytest.raises(DataError, match=r"splits are given twice, under 'splits' and as top-level \['val'\]"):
+        load_config(tmp_path / "d.yaml")
+
+
 def test_fractions_summing_over_one_and_fractions_of_coco(tmp_path):
     (tmp_path / "a.yaml").write_text("root: .\nformat: voc\nsplits: {train: 0.8, val: 0.3}\nnames: [a]\n")
     with pytest.raises(DataError, match=r"sum to 1.1 \(train 0.8, val 0.3\); they must sum to at most 1"):

@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="largest mAP50 drop below FP32 that is accepted, in points (default 1.0 = 0.01 mAP50)")
     gate.add_argument("--val-data", metavar="DATA.yaml",
                       help="dataset YAML scored by the gate (default: the --calib YAML when it is one)")
-    gate.add_argument("--val-split", default="val", metavar="SPLIT", help="split scored by the gate (default val)")
+    gate.add_argument("--val-split", metavar="SPLIT",
+                      help="split scored by the gate (default val; a YAML without one needs --val-split, and the "
+                           "split is checked before calibrating)")
     gate.add_argument("--val-count", type=int, metavar="N", help="score only the first N images of the split")
     gate.add_argument("--sensitivity", choices=("quantize-one", "exclude-one"), default="quantize-one",
                       help="per-layer sensitivity over budget: quantize one layer group alone, or all but one")
@@ -56,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from edge.data.calibration import DATASET_SUFFIXES, calibration_source
     from edge.export.quantize import QuantizeConfig, quantize_file
-    from edge.export.quantize.gate import GateConfig
+    from edge.export.quantize.gate import GateConfig, check_gate_splits
 
     config = QuantizeConfig(
         precision=args.precision, method=args.method, percentile=args.percentile, calib_batch=args.calib_batch,
@@ -64,17 +66,17 @@ def run(args: argparse.Namespace) -> int:
     ).validate()
     if args.calib_split and not args.calib:
         raise EdgeError("--calib-split needs --calib DATA.yaml")
+    calib_yaml = args.calib if args.calib and Path(args.calib).suffix.lower() in DATASET_SUFFIXES else None
+    val_data = None if args.no_gate else (args.val_data or calib_yaml)
+    if not args.no_gate and val_data is None:
+        raise EdgeError(
+            "the accuracy gate needs a validation split: pass --val-data DATA.yaml [--val-split val], or "
+            "--no-gate to skip it (the model is then recorded as unverified)")
+    val_split = check_gate_splits(val_data, args.val_split, calib_yaml, args.calib_split)  # before calibrating
     calib = calibration_source(args.calib, args.calib_split, args.calib_count) if args.calib else None
     gate = None
     if not args.no_gate:
-        val_data = args.val_data
-        if val_data is None and args.calib and Path(args.calib).suffix.lower() in DATASET_SUFFIXES:
-            val_data = args.calib
-        if val_data is None:
-            raise EdgeError(
-                "the accuracy gate needs a validation split: pass --val-data DATA.yaml [--val-split val], or "
-                "--no-gate to skip it (the model is then recorded as unverified)")
-        gate = GateConfig(val_data=val_data, val_split=args.val_split, val_count=args.val_count,
+        gate = GateConfig(val_data=val_data, val_split=val_split, val_count=args.val_count,
                           max_drop=args.max_drop, sensitivity=args.sensitivity,
                           max_float_fraction=args.max_float_fraction, threads=args.threads).validate()
     result = quantize_file(args.model, args.out, config, calib=calib, gate=gate)

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="continue a run from CKPT, DIR/last.pt, or (no value) --out/last.pt")
     p.add_argument("--train-split", metavar="NAME", help="split to train on (default train)")
     p.add_argument("--val-split", metavar="NAME",
-                   help="split for validation mAP (default val, else test; 'none' disables)")
+                   help="split for validation mAP, which picks best.pt (default: val, else a seeded 10%% of the "
+                        "training split, written to OUT/splits; 'none' disables; 'test' warns)")
     p.add_argument("--eval-every", type=int, metavar="K", help="validate every K epochs and after the last (default 1)")
     p.add_argument("--precise-bn", type=int, metavar="N",
                    help="recompute BatchNorm statistics on N training images before each evaluation and "

@@ -68,8 +68,8 @@ def load_dataset(
             COCO JSON that does not parse.
     """
     cfg = load_config(config)
-    cfg.check_root()
     cfg.split_spec(split)  # unknown split -> DataError listing the splits
+    cfg.check_files()  # every problem of the YAML and on disk (root, split files, folders) in one DataError
     report = LoadReport()
     problems = ProblemLog(report, f"{cfg.name}/{split}", max_warnings_per_reason)
     names = list(cfg.names)

@@ -40,6 +40,16 @@ def read_id_list(path: Path) -> List[str]:
     return [line.split()[0] for line in lines]
 
 
+def split_ids(config: DatasetConfig, split: str) -> List[str]:
+    """A split's image ids: its fraction of the annotation ids (``edge.data.splits``), or the ids of its
+    split files in order."""
+    if config.split_spec(split).fraction is not None:
+        from edge.data.splits import split_members
+
+        return split_members(config, split)
+    return [i for path in config.split_files(split) for i in read_id_list(path)]
+
+
 def load_voc(
     config: DatasetConfig, split: str, problems: ProblemLog, decode_images: bool = False
 ) -> List[ImageRecord]:
@@ -53,7 +63,7 @@ def load_voc(
     Raises:
         DataError: the split file, the annotation folder or the image folder does not exist.
     """
-    ids = read_id_list(config.split_file(split))
+    ids = split_ids(config, split)
     ann_dir = config.annotations_dir()
     img_dir = config.images_dir(split)
     for folder, what, key in ((ann_dir, "annotation", "annotations"), (img_dir, "image", "images")):

@@ -42,8 +42,16 @@ def label_path(image_path: Path) -> Path:
 
 
 def list_split_images(config: DatasetConfig, split: str) -> List[Path]:
-    """Image paths of a split: a folder's images (recursive) or the lines of a list file."""
-    source = config.split_file(split)
+    """Image paths of a split: its fraction of the pool (``edge.data.splits``), or the images of each of its
+    sources in order (a folder's images, recursive, or the lines of a list file)."""
+    if config.split_spec(split).fraction is not None:
+        from edge.data.splits import split_members
+
+        return [config.resolve(p) for p in split_members(config, split)]
+    return [p for source in config.split_files(split) for p in _source_images(config, split, source)]
+
+
+def _source_images(config: DatasetConfig, split: str, source: Path) -> List[Path]:
     if source.is_dir():
         images = list_images(source)
         if not images:

@@ -44,8 +44,9 @@ class TrainConfig:
             from ``lr * warmup_start_factor``.
         ema: keep an exponential moving average of the weights (evaluated and saved in best.pt);
             decay ramps as ``ema_decay * (1 - exp(-updates / ema_tau))``.
-        train_split / val_split: dataset splits (val_split None: ``val`` if the YAML has it, else
-            ``test``; "none" disables evaluation). eval_every: evaluate every K epochs (and after the last).
+        train_split / val_split: dataset splits (val_split None: ``val`` if the YAML has it, else a seeded
+            10% carved out of the training split, see ``edge.data.splits.resolve_val_split``; never ``test``
+            unless named; "none" disables evaluation). eval_every: evaluate every K epochs (and after the last).
         precise_bn: before each evaluation (and its checkpoint), recompute BatchNorm statistics of the
             evaluated weights on this many letterboxed training images (0: off); see
             ``edge.train.validate.recompute_batchnorm``.

@@ -9,11 +9,15 @@ DataLoader. ``Prefetcher`` runs a single-process loader one or two batches ahead
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 import queue
 import threading
-from typing import Any, Optional, Tuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -22,6 +26,9 @@ from edge.train.config import TrainConfig
 from edge.train.distributed import DistContext
 
 log = logging.getLogger(__name__)
+
+#: where a run writes the splits it made (fractions, a carved validation part), under OUT
+SPLITS_FOLDER = "splits"
 
 
 def available_cpus() -> int:
@@ -105,14 +112,39 @@ class Prefetcher:
 # ----------------------------------------------------------------------------------------------------
 
 
-def load_splits(cfg: TrainConfig, main: bool) -> Tuple[Any, str, Optional[Any]]:
-    """The training split (``limit`` applied) and the validation split: ``(train_ds, val_split, val_ds)``.
+@dataclass
+class DerivedSplits:
+    """Splits this run made itself (fraction splits of the YAML, a validation part carved from the training
+    split): their files' lines (VOC ids, or YOLO image paths relative to the root) and how they were made.
+    ``write_split_files`` writes them under ``OUT/splits`` so the run's split can be reproduced."""
+
+    lines: Dict[str, List[str]]
+    how: Dict[str, str]
+    seed: int
+    dataset: Dict[str, Any]
+
+    def record(self, folder: str = SPLITS_FOLDER) -> Dict[str, Any]:
+        """The model card's ``data.split_files``: per split its file (relative to OUT), image count, sha256."""
+        return {
+            "folder": folder, "seed": self.seed, "yaml": f"{folder}/data.yaml",
+            "files": {name: {"file": f"{folder}/{name}.txt", "images": len(lines), "how": self.how[name],
+                             "sha256": hashlib.sha256(_split_text(lines).encode()).hexdigest()}
+                      for name, lines in self.lines.items()},
+        }
+
+
+def load_splits(cfg: TrainConfig, main: bool) -> Tuple[Any, str, Optional[Any], Optional[DerivedSplits]]:
+    """The training split (``limit`` applied) and the validation split: ``(train_ds, val_split, val_ds,
+    derived)``.
 
     ``val_split`` is "none" when there is none; ``val_ds`` is loaded on the main process only (None
-    elsewhere, and where the split has no images). Raises DataError for an unknown split or an empty
-    training split.
+    elsewhere, and where the split has no images). Without ``cfg.val_split`` the YAML's ``val`` is used,
+    else a seeded part of the training split (``edge.data.splits.resolve_val_split``), never the test split.
+    ``derived``: the splits made here, to write beside the run (None when every split came from a file).
+    Raises DataError for an unknown split, an empty training split, or one too small to carve.
     """
     from edge.data import load_config, load_dataset
+    from edge.data.splits import resolve_val_split
 
     dcfg = load_config(cfg.data)
     if cfg.train_split not in dcfg.splits:
@@ -120,18 +152,112 @@ def load_splits(cfg: TrainConfig, main: bool) -> Tuple[Any, str, Optional[Any]]:
             f"dataset {cfg.data} has no split {cfg.train_split!r} (it has {sorted(dcfg.splits)}); "
             "pick one with --train-split"
         )
+    choice = resolve_val_split(dcfg, cfg.val_split, cfg.train_split)
     train_ds = load_dataset(dcfg, cfg.train_split, log=main, decode_images=True)
     _unreadable_images(cfg, train_ds, cfg.train_split, main)
+    carved = _carve_validation(cfg, dcfg, train_ds, choice, main) if choice.carve else None
+    derived = _derived_splits(dcfg, cfg, train_ds, carved, choice)
     if cfg.limit:
         train_ds.records = train_ds.records[: cfg.limit]
     if not train_ds.records:
         raise DataError(f"split {cfg.train_split!r} of {cfg.data} has no usable images to train on")
 
-    val_split = _pick_val_split(cfg, dcfg, main)
+    val_split = choice.split
+    if choice.explicit and val_split == "test" and main:
+        log.warning("validating on the test split (--val-split test): best.pt is then chosen on the test split, "
+                    "and its test mAP is optimistic; report test figures from a run that validated on val")
     val_ds = None
-    if val_split != "none" and main:
+    if carved is not None:
+        val_ds = carved if main else None
+    elif val_split != "none" and main:
         val_ds = _load_val_split(cfg, dcfg, val_split, train_ds)
-    return train_ds, val_split, val_ds
+    return train_ds, val_split, val_ds, derived
+
+
+def _carve_validation(cfg: TrainConfig, dcfg: Any, train_ds: Any, choice: Any, main: bool) -> Any:
+    """Take a seeded ``choice.fraction`` of the training images out as the validation dataset (removed from
+    ``train_ds``); refuse a training split of fewer than ``MIN_CARVE_IMAGES`` images."""
+    from edge.data.splits import MIN_CARVE_IMAGES, carve
+
+    n = len(train_ds.records)
+    if n < MIN_CARVE_IMAGES:
+        raise DataError(
+            f"dataset {cfg.data} has no 'val' split (it has {', '.join(dcfg.splits)}) and its {cfg.train_split!r} "
+            f"split has {n} usable image(s), too few to carve a validation part from (at least {MIN_CARVE_IMAGES}); "
+            "add a val split to the YAML (a split file, or fractions such as `splits: {train: 0.8, val: 0.2}`), "
+            "or train without validation with --val-split none")
+    ids = [str(r.image_id) for r in train_ds.records]
+    _, taken = carve(ids, choice.fraction, dcfg.seed)
+    chosen = set(taken)
+    val_records = [r for r in train_ds.records if str(r.image_id) in chosen]
+    train_ds.records = [r for r in train_ds.records if str(r.image_id) not in chosen]
+    if main:
+        log.warning(
+            "dataset %s has no 'val' split: validating on %d of the %d %r images (a seeded %g%%, seed %d, taken "
+            "out of training for this run; written to %s/%s/val.txt); best.pt is chosen on them. Add a val split "
+            "or pass --val-split to choose", cfg.data, len(val_records), n, cfg.train_split, choice.fraction * 100,
+            dcfg.seed, cfg.out, SPLITS_FOLDER)
+    from edge.data.records import LoadReport
+
+    return dataclasses.replace(train_ds, split="val", records=val_records, report=LoadReport())
+
+
+def _derived_splits(dcfg: Any, cfg: TrainConfig, train_ds: Any, carved: Optional[Any],
+                    choice: Any) -> Optional[DerivedSplits]:
+    """The splits this run made (fraction splits, a carve) as split-file lines, or None."""
+    if not dcfg.has_fractions and carved is None:
+        return None
+    from edge.data.splits import fraction_splits
+
+    lines: Dict[str, List[str]] = {}
+    how: Dict[str, str] = {}
+    if dcfg.has_fractions:
+        for name, members in fraction_splits(dcfg).items():
+            lines[name] = list(members)
+            how[name] = f"fraction {dcfg.splits[name].fraction:g} of the dataset (seed {dcfg.seed})"
+    if carved is not None:
+        # the training images left once the carve is taken out (before --limit)
+        lines[cfg.train_split] = [_line(dcfg, r) for r in train_ds.records]
+        how[cfg.train_split] = f"{cfg.train_split!r} less the validation part"
+        lines["val"] = [_line(dcfg, r) for r in carved.records]
+        how["val"] = f"{choice.fraction:g} of {cfg.train_split!r} carved out (seed {dcfg.seed})"
+    dataset = dcfg.to_dict()
+    return DerivedSplits(lines, how, dcfg.seed, dataset)
+
+
+def _line(dcfg: Any, record: Any) -> str:
+    """A record as a split-file line: its VOC id, or its YOLO image path relative to the root."""
+    if dcfg.format == "voc":
+        return str(record.image_id)
+    try:
+        return Path(record.path).resolve().relative_to(dcfg.root.resolve()).as_posix()
+    except ValueError:
+        return str(record.path)
+
+
+def _split_text(lines: List[str]) -> str:
+    return "".join(f"{line}\n" for line in lines)
+
+
+def write_split_files(out: Path, derived: DerivedSplits) -> Path:
+    """Write ``OUT/splits/<split>.txt`` for every derived split and ``OUT/splits/data.yaml``, a dataset YAML
+    whose splits are these files (``edge eval --data OUT/splits/data.yaml --split val``); atomically."""
+    import yaml
+
+    from edge.artifacts import atomic_write_text
+
+    folder = Path(out) / SPLITS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, lines in derived.lines.items():
+        atomic_write_text(folder / f"{name}.txt", _split_text(lines))
+    dataset = dict(derived.dataset)
+    splits = {k: v for k, v in dataset.get("splits", {}).items() if not isinstance(v, float)}
+    splits.update({name: str((folder / f"{name}.txt").resolve()) for name in derived.lines})
+    dataset["splits"] = splits
+    dataset.pop("seed", None)
+    header = "# the splits of this training run (edge train); split files beside this file\n"
+    atomic_write_text(folder / "data.yaml", header + yaml.safe_dump(dataset, sort_keys=False))
+    return folder
 
 
 def _unreadable_images(cfg: TrainConfig, dataset: Any, split: str, main: bool) -> None:
@@ -148,21 +274,6 @@ def _unreadable_images(cfg: TrainConfig, dataset: Any, split: str, main: bool) -
     if main:
         log.warning("split %r: %d image(s) skipped, missing, empty or corrupt: %s (--strict stops instead)",
                     split, len(skipped), shown)
-
-
-def _pick_val_split(cfg: TrainConfig, dcfg: Any, main: bool) -> str:
-    """``cfg.val_split``, checked; when unset "val", else "test", else "none" (with a warning)."""
-    val_split = cfg.val_split
-    if val_split is None:
-        val_split = next((s for s in ("val", "test") if s in dcfg.splits), "none")
-        if val_split == "none" and main:
-            log.warning("dataset %s has neither a 'val' nor a 'test' split: no validation mAP", cfg.data)
-    elif val_split != "none" and val_split not in dcfg.splits:
-        raise DataError(
-            f"dataset {cfg.data} has no split {val_split!r} (it has {sorted(dcfg.splits)}); "
-            "pick one with --val-split, or --val-split none"
-        )
-    return val_split
 
 
 def _load_val_split(cfg: TrainConfig, dcfg: Any, val_split: str, train_ds: Any) -> Optional[Any]:

@@ -47,6 +47,7 @@ from edge.train.data import (
     load_splits,
     train_datasets,
     train_loader,
+    write_split_files,
 )
 from edge.train.distributed import (
     DistContext,
@@ -214,7 +215,7 @@ class _Trainer:
 
     def _load_data(self) -> None:
         cfg = self.cfg
-        self.train_ds, self.val_split, self.val_ds = load_splits(cfg, self.main)
+        self.train_ds, self.val_split, self.val_ds, self.derived_splits = load_splits(cfg, self.main)
         self.class_names = list(self.train_ds.class_names)
         records = self.train_ds.records
         self.train_cache, self.val_cache = image_caches(cfg, records, self.val_ds, self.main)
@@ -461,6 +462,7 @@ class _Trainer:
                 "val_split": self.val_split,
                 "hash": self.train_hash,
                 "num_images": len(self.train_ds.records),
+                "split_files": self.derived_splits.record() if self.derived_splits is not None else None,
             },
             training={
                 "imgsz": cfg.imgsz,
@@ -525,6 +527,8 @@ class _Trainer:
             improved = True  # no validation: best.pt follows the latest weights
         full["best_fitness"] = self.best_fitness if math.isfinite(self.best_fitness) else -1.0
         full["best_metrics"] = self.best_metrics
+        if self.derived_splits is not None and epoch == self.start_epoch:  # the splits made, beside the run
+            write_split_files(self.out, self.derived_splits)
         save_checkpoint(self.out / "last.pt", full)
         if improved:
             save_checkpoint(self.out / "best.pt", {"card": self._card(done, self.best_metrics), "model": deploy_state})

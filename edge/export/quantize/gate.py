@@ -89,6 +89,36 @@ class GateConfig:
         return self
 
 
+def check_gate_splits(val_data: Any, val_split: Optional[str], calib_data: Any = None,
+                      calib_split: Optional[str] = None) -> Optional[str]:
+    """Before anything is calibrated: the gate's split and the calibration split exist in their dataset YAMLs
+    (one DataError naming every missing split and the splits each YAML has). Returns the gate's split:
+    ``val_split``, or with None the default ``edge train`` validates on (``edge.data.splits.resolve_val_split``:
+    the YAML's ``val``; where a training run would carve part of its training split instead, a DataError
+    asking for ``--val-split``, as the gate has no training split to carve from). None without ``val_data``."""
+    from edge.data import load_config
+    from edge.data.splits import resolve_val_split
+
+    problems: List[str] = []
+    resolved = val_split
+    if calib_data is not None and calib_split:
+        calib_cfg = load_config(calib_data)
+        if calib_split not in calib_cfg.splits:
+            problems.append(f"--calib {calib_data} has no split {calib_split!r} (it has "
+                            f"{', '.join(calib_cfg.splits)}); pick one with --calib-split")
+    if val_data is not None:
+        try:
+            resolved = resolve_val_split(load_config(val_data), val_split, None, skip="--no-gate").split
+        except DataError as exc:
+            problems.append(f"the accuracy gate (--val-data): {exc}")
+    if len(problems) == 1:
+        raise DataError(problems[0])
+    if problems:
+        raise DataError("\n".join([f"{len(problems)} problems with the splits; fix them all:"] +
+                                   [f"  - {p}" for p in problems]))
+    return resolved
+
+
 def gate_conventions_problem(sidecar: Dict[str, Any]) -> Optional[str]:
     """Why the accuracy gate cannot score this model, or None: the gate reads ``boxes`` as xyxy input pixels
     and ``scores`` as per-class scores without a background column, which the sidecar of ``edge export``

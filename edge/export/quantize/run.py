@@ -364,6 +364,10 @@ def quantize_file(
     config.validate()
     src, dst = Path(model_path), Path(out_path)
     _check_arguments(src, dst, config, calib)
+    if gate is not None:  # a missing gate split fails now, not after calibrating
+        from edge.export.quantize.gate import check_gate_splits
+
+        check_gate_splits(gate.val_data, gate.val_split)
     model, sidecar = _read_model(onnx, src, config, gate)
     fmt = model_input_format(model, sidecar)
     source_sha = sha256_file(src)

@@ -9,6 +9,7 @@ Out: the same graph ending in four outputs, whichever NMS is chosen:
     detection_boxes   [B, K, 4] float32  x1, y1, x2, y2 in input pixels
     detection_scores  [B, K]    float32
     detection_classes [B, K]    int32    0-based foreground class ids
+    max_score         [B]       float32  (fifth, optional) each image's highest score before NMS
 
 * ``efficient``: one EfficientNMS_TRT plugin node (TensorRT 8.0.1 - 10.x), every attribute explicit;
 * ``onnx``: standard NonMaxSuppression + gathers/top-K (ONNX Runtime; TensorRT >= 8.6). Graphs below
@@ -31,7 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from edge.artifacts import NMS_OUTPUTS
+from edge.artifacts import MAX_SCORE_OUTPUT, NMS_OUTPUTS
 from edge.efficient_nms import MAX_CANDIDATES, PLUGIN_NAME, PLUGIN_VERSION, EfficientNMSParams
 from edge.errors import EdgeError, MissingDependencyError, ModelError
 from edge.export.opset import model_opset
@@ -245,6 +246,20 @@ def _append_onnx_nms(ops: Any, head: Any, config: SurgeryConfig, k: int) -> Tupl
     return outputs, nms_block
 
 
+def _max_score_output(ops: Any, head: Any) -> Any:
+    """``MAX_SCORE_OUTPUT`` [B] float32: the highest score of each image over every candidate and class,
+    computed from the scores tensor that feeds the NMS node (the sigmoid the NMS applies, applied after the
+    max: it is monotonic), so both NMS flavours carry it and the four NMS outputs keep their order."""
+    import onnx_graphsurgeon as gs
+
+    top = ops.reduce("ReduceMax", head.scores, [1, 2], keepdims=False, hint="max_score_reduce")
+    if head.sigmoid:
+        top = ops.op("Sigmoid", [top], hint="max_score_sigmoid")
+    out = gs.Variable(MAX_SCORE_OUTPUT, dtype=np.float32, shape=[head.batch if head.batch is not None else "batch"])
+    ops.graph.nodes.append(gs.Node("Cast", ops.name(MAX_SCORE_OUTPUT), {"to": 1}, [top], [out]))  # 1: FLOAT
+    return out
+
+
 def _deploy_model(graph: Any, outputs: List[Any], work: Any, ir_version: int) -> Any:
     """``graph`` ending in ``outputs``, cleaned and sorted, as an onnx.ModelProto with ``ir_version`` and the
     source's metadata and doc string."""
@@ -298,6 +313,10 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
         outputs, nms_block = _append_efficient_nms(ops, head, config, k)
     else:
         outputs, nms_block = _append_onnx_nms(ops, head, config, k)
+    if MAX_SCORE_OUTPUT in taken:
+        log.info("not adding the %s output: the model already has a tensor of that name", MAX_SCORE_OUTPUT)
+    else:
+        outputs.append(_max_score_output(ops, head))
     nms_block.update(
         score_threshold=float(config.score_threshold),
         iou_threshold=float(config.iou_threshold),
@@ -308,6 +327,8 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
         box_units="input_pixels",
     )
 
+    if len(outputs) > len(NMS_OUTPUTS):
+        nms_block["max_score_output"] = MAX_SCORE_OUTPUT
     out = _deploy_model(graph, outputs, work, ir_version)
     input_size = tuple(config.head.input_size) if config.head.input_size else image_input_size(graph)
     return SurgeryResult(
@@ -376,15 +397,16 @@ def verify_runs(model: Any, max_detections: int, input_size: Optional[Tuple[int,
     if feed is None:
         log.info("not running the new graph once: its input has dynamic dims (pass --input-size HxW)")
         return False
+    names = list(NMS_OUTPUTS) + [o.name for o in model.graph.output if o.name == MAX_SCORE_OUTPUT]
     try:
         sess = make_session(model)
-        outs = sess.run(list(NMS_OUTPUTS), feed)
+        outs = sess.run(names, feed)
     except Exception as exc:
         raise ModelError(f"ONNX Runtime cannot run the graph written by surgery: {exc}") from exc
-    num, boxes, scores, classes = outs
+    num = outs[0]
     b, k = num.shape[0], int(max_detections)
-    expect = [((b, 1), np.int32), ((b, k, 4), np.float32), ((b, k), np.float32), ((b, k), np.int32)]
-    for name, arr, (shape, dtype) in zip(NMS_OUTPUTS, outs, expect):
+    expect = [((b, 1), np.int32), ((b, k, 4), np.float32), ((b, k), np.float32), ((b, k), np.int32), ((b,), np.float32)]
+    for name, arr, (shape, dtype) in zip(names, outs, expect):
         if tuple(arr.shape) != shape or arr.dtype != dtype:
             raise ModelError(
                 f"surgery output {name} came out {arr.dtype}{list(arr.shape)}, expected "
@@ -410,6 +432,9 @@ def output_description(model: Any, max_detections: int) -> Dict[str, Any]:
         "detection_scores": {"name": NMS_OUTPUTS[2], "shape": [batch, k], "dtype": "float32"},
         "detection_classes": {"name": NMS_OUTPUTS[3], "shape": [batch, k], "dtype": "int32",
                               "meaning": "0-based index into classes (background removed)"},
+        **({"max_score": {"name": MAX_SCORE_OUTPUT, "shape": [batch], "dtype": "float32",
+                          "meaning": "each image's highest score before NMS (every box and class)"}}
+           if any(o.name == MAX_SCORE_OUTPUT for o in model.graph.output) else {}),
     }
 
 

@@ -57,14 +57,24 @@ _CORNER_DECODER_NOTE = (
 )
 
 
+#: NMS settings when neither a flag nor the input's sidecar gives them (``resolve_nms_settings``)
+DEFAULT_NMS_SETTINGS: Dict[str, Any] = {"score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100}
+_SETTING_FLAGS = {"score_threshold": "--score-threshold", "iou_threshold": "--iou-threshold",
+                  "max_detections": "--max-detections"}
+
+
 @dataclass
 class SurgeryConfig:
-    """What ``edge surgery`` does. ``head`` says where boxes and scores are and how they are encoded."""
+    """What ``edge surgery`` does. ``head`` says where boxes and scores are and how they are encoded.
+
+    ``score_threshold``, ``iou_threshold``, ``max_detections``: None takes the input's sidecar's recorded
+    settings (``surgery_file``; a torchvision export records its model's), else ``DEFAULT_NMS_SETTINGS``.
+    """
 
     nms: str = "efficient"
-    score_threshold: float = 0.25
-    iou_threshold: float = 0.45
-    max_detections: int = 100
+    score_threshold: Optional[float] = None
+    iou_threshold: Optional[float] = None
+    max_detections: Optional[int] = None
     class_agnostic: bool = False
     head: HeadSpec = field(default_factory=HeadSpec)
     classes: Optional[List[str]] = None  # class names for the sidecar (foreign models have none)
@@ -74,18 +84,51 @@ class SurgeryConfig:
         if self.nms not in NMS_TYPES:
             raise EdgeError(f"--nms {self.nms!r} is not one of {list(NMS_TYPES)}")
         for flag, value in (("--score-threshold", self.score_threshold), ("--iou-threshold", self.iou_threshold)):
-            v = float(value)
-            if not (0.0 <= v <= 1.0):
+            if value is not None and not (0.0 <= float(value) <= 1.0):
                 raise EdgeError(f"{flag} must be in [0, 1], got {value}")
-        if int(self.max_detections) < 1:
+        if self.max_detections is not None and int(self.max_detections) < 1:
             raise EdgeError(f"--max-detections (K) must be >= 1, got {self.max_detections}")
-        if self.nms == "efficient" and int(self.max_detections) > MAX_CANDIDATES:
+        if self.nms == "efficient" and self.max_detections is not None and int(self.max_detections) > MAX_CANDIDATES:
             log.warning("--max-detections %d: EfficientNMS_TRT never returns more than its %d candidates",
                         self.max_detections, MAX_CANDIDATES)
         if self.classes is not None and not self.classes:
             raise EdgeError("--classes was given but empty")
         self.head.validate()
         return self
+
+
+def recorded_nms_settings(sidecar: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], str]:
+    """The NMS settings a sidecar records for ``edge surgery`` and the key they are under: a torchvision
+    export's ``config.edge_surgery`` (its model's score_thresh / nms_thresh / detections_per_img), or a flat
+    ``edge_surgery`` block. ({}, "") when none is recorded."""
+    sc = sidecar or {}
+    config = sc.get("config") if isinstance(sc.get("config"), dict) else {}
+    for key, block in (("config.edge_surgery", config.get("edge_surgery")), ("edge_surgery", sc.get("edge_surgery"))):
+        if isinstance(block, dict):
+            found = {k: block[k] for k in DEFAULT_NMS_SETTINGS if isinstance(block.get(k), (int, float))}
+            if found:
+                return found, key
+    return {}, ""
+
+
+def resolve_nms_settings(config: SurgeryConfig, sidecar: Optional[Dict[str, Any]] = None,
+                         sidecar_name: str = "the sidecar") -> Tuple[SurgeryConfig, Dict[str, str]]:
+    """``config`` with every unset NMS setting filled: from the sidecar's recorded settings
+    (``recorded_nms_settings``), else ``DEFAULT_NMS_SETTINGS``; a value set in ``config`` (a flag) wins.
+    Returns (the config, where each value came from: its flag, ``NAME.json KEY``, or ``default``)."""
+    recorded, key = recorded_nms_settings(sidecar)
+    values: Dict[str, Any] = {}
+    origin: Dict[str, str] = {}
+    for name, default in DEFAULT_NMS_SETTINGS.items():
+        given = getattr(config, name)
+        if given is not None:
+            values[name], origin[name] = given, _SETTING_FLAGS[name]
+        elif name in recorded:
+            values[name], origin[name] = recorded[name], f"{sidecar_name} {key}"
+        else:
+            values[name], origin[name] = default, "default"
+    values["max_detections"] = int(values["max_detections"])
+    return replace(config, **values), origin
 
 
 @dataclass
@@ -284,7 +327,7 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
     from edge.export.graph_ops import GraphOps
     from edge.export.presets import image_input_size, resolve_head
 
-    config.validate()
+    config, _ = resolve_nms_settings(config.validate())
     work, opset, source_opset, removed, notes = _working_copy(model, config)
     ir_version = max(int(work.ir_version), int(onnx.helper.find_min_ir_version_for(
         [onnx.helper.make_opsetid("", opset)])))
@@ -481,6 +524,10 @@ def surgery_file(model_path: PathLike, out_path: PathLike, config: SurgeryConfig
     config.validate()
     model = load_model(src)
     base = read_sidecar(src, required=False) or {}
+    config, origin = resolve_nms_settings(config, base, src.with_suffix(".json").name)
+    log.info("NMS settings: score threshold %g (%s), IoU threshold %g (%s), max detections %d (%s)",
+             config.score_threshold, origin["score_threshold"], config.iou_threshold, origin["iou_threshold"],
+             config.max_detections, origin["max_detections"])
     size = base.get("input_size")
     if config.head.input_size is None and isinstance(size, (list, tuple)) and len(size) == 2:
         config = replace(config, head=replace(config.head, input_size=(int(size[0]), int(size[1]))))

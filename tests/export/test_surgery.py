@@ -673,3 +673,47 @@ def test_max_score_output_is_the_highest_score_before_nms_in_both_flavours(activ
         described = output_description(res.model, 10)
         assert described["max_score"] == {"name": MAX_SCORE_OUTPUT, "shape": ["B"], "dtype": "float32",
                                           "meaning": "each image's highest score before NMS (every box and class)"}
+
+
+# ---------------------------------------------------------------------- NMS settings from the sidecar
+
+
+def _torchvision_like(tmp_path):
+    """A pre-NMS graph whose sidecar records NMS settings where a torchvision export puts them
+    (``config.edge_surgery``, written by ``TorchvisionPostprocess.surgery_settings``): SSD300's 0.001 / 0.55 /
+    300."""
+    from edge.export.torchvision_adapter import TorchvisionPostprocess
+
+    settings = TorchvisionPostprocess(family="ssd", score_thresh=0.001, nms_thresh=0.55, detections_per_img=300,
+                                      topk_candidates=300).validate()
+    src = _save(head_model(13, 400, 2), tmp_path / "tv.onnx")
+    src.with_suffix(".json").write_text(json.dumps({"classes": ["a", "b"], "config": {
+        "framework": "torchvision", "torchvision_postprocess": settings.to_dict(),
+        "edge_surgery": settings.surgery_settings()}}))
+    return src
+
+
+def test_cli_surgery_takes_nms_defaults_from_the_sidecar_and_says_where_each_came_from(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    src = _torchvision_like(tmp_path)
+    out = tmp_path / "tv.nms.onnx"
+    assert edge_main(["surgery", str(src), "--nms", "onnx", "--out", str(out)]) == 0
+    nms = json.loads(out.with_suffix(".json").read_text())["nms"]
+    assert (nms["score_threshold"], nms["iou_threshold"], nms["max_detections"]) == (0.001, 0.55, 300)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("NMS settings")]
+    assert lines == ["NMS settings: score threshold 0.001 (tv.json config.edge_surgery), IoU threshold 0.55 "
+                     "(tv.json config.edge_surgery), max detections 300 (tv.json config.edge_surgery)"]
+    # an explicit flag still wins, the others still come from the sidecar; no sidecar entry: the defaults
+    caplog.clear()
+    out2 = tmp_path / "tv2.nms.onnx"
+    assert edge_main(["surgery", str(src), "--score-threshold", "0.3", "--out", str(out2)]) == 0
+    nms = json.loads(out2.with_suffix(".json").read_text())["nms"]
+    assert (nms["score_threshold"], nms["iou_threshold"], nms["max_detections"]) == (0.3, 0.55, 300)
+    assert "score threshold 0.3 (--score-threshold), IoU threshold 0.55 (tv.json config.edge_surgery)" in caplog.text
+    plain = _save(head_model(13, 10, 2), tmp_path / "plain.onnx")
+    caplog.clear()
+    meta = surgery_file(plain, tmp_path / "plain.nms.onnx", SurgeryConfig(nms="onnx", max_detections=7))
+    assert (meta["nms"]["score_threshold"], meta["nms"]["iou_threshold"], meta["nms"]["max_detections"]) == \
+        (0.25, 0.45, 7)
+    assert "score threshold 0.25 (default), IoU threshold 0.45 (default), max detections 7 (--max-detections)" \
+        in caplog.text

@@ -279,7 +279,7 @@ def test_ssd_bad_configs() -> None:
     torch.manual_seed(0)
     with pytest.raises(ModelError, match="unknown SSD variant"):
         build_model("ssd", num_classes=3, variant="ssd512")
-    with pytest.raises(ModelError, match="unknown SSD option"):
+    with pytest.raises(ModelError, match="unknown --model-arg anchors for ssd; options: variant, "):
         build_model("ssd", num_classes=3, anchors=[1, 2])
     with pytest.raises(ModelError, match="cannot run|empty map"):
         build_model("ssd", num_classes=3, variant="ssd300", width=0.25, input_size=[96, 96])

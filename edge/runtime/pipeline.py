@@ -512,7 +512,7 @@ class Pipeline:
             self._join(threads)
             self.stats.stop()
             self._close_sinks()
-            self.score_watch.finish(self.stats)
+            self.score_watch.finish(self.stats, warn=all(isinstance(e, KeyboardInterrupt) for e in self._errors))
         if self.capture.reopens:
             self.stats.meta["reopens"] = self.capture.reopens
         self.stats.meta["end_reason"] = self.end_reason or "stopped"

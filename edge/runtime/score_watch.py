@@ -107,10 +107,11 @@ class ScoreWatch:
             self.warned = True
             log.warning("%s", self.message())
 
-    def finish(self, stats: Any = None) -> None:
-        """The run (or stream) ended: warn once when it saw frames but no detection; write the figures into
-        ``stats.scores`` (an ``edge.runtime.stats.RunStats``) when given."""
-        if self.frames and not self.detections:
+    def finish(self, stats: Any = None, *, warn: bool = True) -> None:
+        """The run (or stream) ended: warn once when it saw frames but no detection (``warn``: False for a
+        run that failed, whose error says more); write the figures into ``stats.scores`` (an
+        ``edge.runtime.stats.RunStats``) when given."""
+        if warn and self.frames and not self.detections:
             self._warn()
         if stats is not None:
             stats.scores = self.to_dict()

@@ -526,6 +526,7 @@ class MultiStreamLoop:
             self._close(start=True)
 
     def _close(self, *, start: bool) -> None:
+        ok = all(isinstance(e, KeyboardInterrupt) for e in self._errors)  # a failed run's error says more
         for s in self.streams:
             if s.capture is not None:
                 s.capture.stop()
@@ -536,7 +537,7 @@ class MultiStreamLoop:
                 s.source.close()
             s.stats.stop()
             if s.watch is not None:
-                s.watch.finish(s.stats)
+                s.watch.finish(s.stats, warn=ok)
             for sink in s.sinks:
                 try:
                     sink.close()

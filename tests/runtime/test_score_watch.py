@@ -140,6 +140,18 @@ def test_a_long_run_warns_once_after_the_first_frames(caplog):
     assert line.startswith("no detections in 5 frames: max score 0.04 < score threshold 0.25")
 
 
+def test_a_failed_run_records_the_figures_without_the_warning(caplog):
+    """A run that failed (its error says more) is not told it saw nothing; the stats still get the figures."""
+    from edge.runtime.stats import RunStats
+
+    caplog.set_level(logging.WARNING)
+    watch, stats = ScoreWatch(0.25), RunStats()
+    watch.observe(0.02, 0)
+    watch.finish(stats, warn=False)
+    assert _warnings(caplog) == []
+    assert stats.to_dict()["max_score"] == pytest.approx(0.02)
+
+
 def test_suggested_threshold_is_round_and_below_the_score():
     assert [suggested_threshold(s) for s in (0.048, 0.23, 0.0012, 0.1, 0.9)] == [0.04, 0.2, 0.001, 0.09, 0.89]
 

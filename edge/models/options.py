@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional
 
 from edge.errors import ModelError
 from edge.models.registry import MODEL_OPTIONS
@@ -127,7 +127,3 @@ def _show(value: Any) -> str:
         return json.dumps(value, separators=(", ", ": "))
     except TypeError:
         return str(value)
-
-
-def describe_all(archs: Sequence[str]) -> str:
-    return "\n\n".join(describe(a) for a in archs)

@@ -61,7 +61,12 @@ def no_detections_message(frames: int, peak: Optional[float], graph_threshold: O
                 f"--score-threshold {suggested_threshold(peak):g} (--conf can only raise it), {check}")
     if conf > 0 and peak < conf:
         return f"{head}: max score {peak:.3g} < --conf {conf:g}; lower it with --conf {suggested_threshold(peak):g}, {check}"
-    return f"{head}: max score {peak:.3g} (graph threshold {graph_threshold}, --conf {conf:g}), {check}"
+    if graph_threshold is None:
+        conf_part = f" or --conf {conf:g}" if conf > 0 else ""
+        return (f"{head}: max score {peak:.3g} did not pass {graph}{conf_part}; lower it (edge surgery "
+                f"--score-threshold {suggested_threshold(peak):g}), {check}")
+    return (f"{head} although the max score {peak:.3g} reached {graph}: were they dropped as invalid "
+            f"(detections_invalid_dropped in the stats)? {check[0].upper()}{check[1:]}")
 
 
 class ScoreWatch:

@@ -21,7 +21,7 @@ import pytest
 from edge.runtime.app import RunOptions, run_live
 from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend, OrtOptions
 from edge.runtime.pipeline import Pipeline, PipelineConfig
-from edge.runtime.score_watch import ScoreWatch, suggested_threshold
+from edge.runtime.score_watch import ScoreWatch, no_detections_message, suggested_threshold
 from edge.runtime.sources import open_source, parse_source
 from edge.runtime.synthetic import draw_red_box, red_box_model
 from tests.runtime.edge_run import edge_run_command, edge_run_env
@@ -184,3 +184,19 @@ def test_api_contract_a_tensorrt_engine_carries_max_score_as_its_fifth_binding(t
     assert det.num.tolist() == [0]
     assert det.max_score is not None and det.max_score.tolist() == pytest.approx([0.1], abs=1e-6)
     assert det.peak(0) == pytest.approx(0.1, abs=1e-6)
+
+
+@pytest.mark.parametrize("peak,graph,conf,expected", [
+    (0.048, 0.25, 0.0, "max score 0.048 < score threshold 0.25 (the graph's); re-run edge surgery on the pre-NMS "
+                       "model with --score-threshold 0.04"),
+    (0.1, 0.25, 0.5, "max score 0.1 < score threshold 0.25 (the graph's) (and --conf 0.5 above it)"),
+    (0.3, 0.25, 0.5, "max score 0.3 < --conf 0.5; lower it with --conf 0.29"),
+    (0.05, None, 0.0, "max score 0.05 did not pass the graph's score threshold (not recorded in its sidecar)"),
+    (0.3, 0.25, 0.0, "although the max score 0.3 reached score threshold 0.25 (the graph's): were they dropped "
+                     "as invalid"),
+    (None, 0.25, 0.0, "at score threshold 0.25 (the graph's); this graph does not report its highest score"),
+])
+def test_the_message_names_the_threshold_that_held_the_scores_back(peak, graph, conf, expected):
+    line = no_detections_message(40, peak, graph, conf)
+    assert line.startswith("no detections in 40 frames") and expected in line, line
+    assert line.endswith("(see docs/troubleshooting.md#no-detections-the-highest-score-stays-below-the-threshold)")

@@ -7,7 +7,7 @@ stage's output can be taken by the next with no extra flags. Metadata never goes
 
 One home for what each stage's file is: the model-file suffixes every verb accepts (``MODEL_SUFFIXES``,
 ``model_file_kind``) and the output names of pre-NMS and deploy graphs (``PRE_NMS_OUTPUTS``,
-``NMS_OUTPUTS``).
+``NMS_OUTPUTS``, the optional ``MAX_SCORE_OUTPUT``).
 
 Writes are atomic: data goes to a temporary file in the destination folder, is flushed and fsynced, then
 renamed over the destination. An interrupted write (Ctrl-C, a full disk) leaves the old file or nothing,
@@ -43,6 +43,12 @@ PRE_NMS_OUTPUTS = ("boxes", "scores")
 #: ``num_detections`` int32 [B, 1], ``detection_boxes`` float32 [B, K, 4] xyxy input pixels,
 #: ``detection_scores`` float32 [B, K] (descending), ``detection_classes`` int32 [B, K] (0-based).
 NMS_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+#: An optional fifth output of a deploy graph, after the four (``edge surgery`` adds it; older graphs lack
+#: it): ``max_score`` float32 [B], the highest score of each image before NMS (over every candidate box and
+#: class, activation applied), so a run that finds nothing can say how far below the threshold the model
+#: stayed. Computed from the scores tensor that feeds the NMS node, so EfficientNMS_TRT graphs (and the
+#: engines built from them) carry it as well as ONNX NMS graphs.
+MAX_SCORE_OUTPUT = "max_score"
 
 #: Model-file suffix -> what the file is. ``edge-run``, ``edge eval``, ``edge bench`` and ``edge build``
 #: all accept exactly these (``model_file_kind``):

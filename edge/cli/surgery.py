@@ -30,10 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nms", choices=("efficient", "onnx"), default="efficient",
                         help="efficient: EfficientNMS_TRT plugin node (TensorRT 8.0-10.x); onnx: standard "
                              "NonMaxSuppression (ONNX Runtime, TensorRT >= 8.6). Default: efficient")
-    parser.add_argument("--score-threshold", type=float, default=0.25, help="in [0, 1] (default 0.25)")
-    parser.add_argument("--iou-threshold", type=float, default=0.45, help="in [0, 1] (default 0.45)")
-    parser.add_argument("--max-detections", type=int, default=100, metavar="K",
-                        help="detections per image, all classes together (default 100)")
+    recorded = "the input's sidecar's where it records one (a torchvision export's), else"
+    parser.add_argument("--score-threshold", type=float, help=f"in [0, 1] (default: {recorded} 0.25)")
+    parser.add_argument("--iou-threshold", type=float, help=f"in [0, 1] (default: {recorded} 0.45)")
+    parser.add_argument("--max-detections", type=int, metavar="K",
+                        help=f"detections per image, all classes together (default: {recorded} 100)")
     parser.add_argument("--class-agnostic", action="store_true",
                         help="one NMS over all classes (overlapping boxes of different classes suppress each other)")
     byo = parser.add_argument_group("bring your own model (defaults fit edge export's output)")

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # resumed run must tell what the user actually typed from what the checkpoint says.
     p = parser
     p.add_argument("--model", choices=ARCHS, help="detector family")
+    p.add_argument("--help-model", action="store_true",
+                   help="list the --model-arg options of --model (all families without it) with defaults; exit")
     p.add_argument("--data", metavar="DATA.yaml", help="dataset YAML (e.g. data/bccd.yaml)")
     p.add_argument("--imgsz", type=int, metavar="S", help="square input size in pixels (default 320)")
     p.add_argument("--epochs", type=int, metavar="N", help="training epochs (default 50)")
@@ -140,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
         raise MissingDependencyError(
             "torch", "edge train", "install the training extra: pip install 'edge-detect[train]'"
         ) from None
+    if args.help_model:
+        from edge.models import model_options_help
+
+        print(model_options_help(args.model))
+        return 0
     from edge.train.config import TrainConfig
     from edge.train.loop import config_for_resume, train
 

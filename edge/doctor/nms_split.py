@@ -26,7 +26,8 @@ class NmsSplit:
     flavour: the NMS op ('EfficientNMS_TRT' or 'NonMaxSuppression'). pre_nms: the float tensors that
     enter the NMS part (boxes [B,N,4] xyxy input pixels, scores [B,N,C] or [B,C,N]), exposed as extra
     outputs in the probe graph. tail_inputs: the NMS part's inputs (pre_nms, plus the image input when
-    the tail reads it). outputs: the graph's own outputs (the four NMS outputs).
+    the tail reads it). outputs: the graph's own outputs (the four NMS outputs, then max_score where the
+    graph has it: ``edge.artifacts.MAX_SCORE_OUTPUT``).
     """
 
     flavour: str

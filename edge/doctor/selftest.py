@@ -181,13 +181,12 @@ def _check_onnxruntime(cfg: SelftestConfig, work: Path, checks: List[Check]) -> 
             checks.append(Check("onnxruntime: contract", FAIL, "; ".join(problems[:4]),
                                 "the deploy graph's outputs are malformed: re-run edge surgery", {"problems": problems}))
         else:
-            counts = [int(backend.infer(b).num.sum()) for b in batches]
+            dets = [backend.infer(b) for b in batches]
+            counts = [int(d.num.sum()) for d in dets]
             checks.append(Check("onnxruntime: contract", OK, f"outputs well formed on {len(batches)} inputs "
                                 f"(detections per input: {counts})", details={"detections": counts}))
             if not any(counts):
-                checks.append(Check("onnxruntime: detections", WARN, "no detections on the self-test inputs, so "
-                                    "post-NMS comparisons compare empty outputs",
-                                    "pass --images DIR with a few images of the model's classes"))
+                checks.append(_no_detections(dets, info.sidecar))
         t = timing(lambda: backend.infer(batches[0]), cfg.warmup, cfg.iterations)
         checks.append(Check("onnxruntime: timing", OK, f"{t['median_ms']:.2f} ms median, p90 {t['p90_ms']:.2f} ms "
                             f"({t['fps']:.1f} FPS) on {backend.providers[0]}", details=t))
@@ -202,6 +201,19 @@ def _check_onnxruntime(cfg: SelftestConfig, work: Path, checks: List[Check]) -> 
                         "alone reproduces the detections from them",
                         details={"pre_nms": ref.split.pre_nms, "flavour": ref.split.flavour}))
     return ref
+
+
+def _no_detections(dets: List[Any], sidecar: Dict[str, Any]) -> Check:
+    """The WARN for self-test inputs that give no detection, with the highest score they reached (the deploy
+    graph's max_score output) against the graph's score threshold, as ``edge-run`` says it."""
+    from edge.runtime.score_watch import ScoreWatch, graph_score_threshold
+
+    watch = ScoreWatch(graph_score_threshold(sidecar), warn=False)
+    for det in dets:
+        for i in range(len(det)):
+            watch.observe(det.peak(i), 0)
+    return Check("onnxruntime: detections", WARN, f"{watch.message()}; so post-NMS comparisons compare empty outputs",
+                 "pass --images DIR with a few images of the model's classes", details=watch.to_dict())
 
 
 def _skip_engines(checks: List[Check], reason: str, precisions: Sequence[str]) -> None:

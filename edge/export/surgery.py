@@ -9,6 +9,7 @@ Out: the same graph ending in four outputs, whichever NMS is chosen:
     detection_boxes   [B, K, 4] float32  x1, y1, x2, y2 in input pixels
     detection_scores  [B, K]    float32
     detection_classes [B, K]    int32    0-based foreground class ids
+    max_score         [B]       float32  (fifth, optional) each image's highest score before NMS
 
 * ``efficient``: one EfficientNMS_TRT plugin node (TensorRT 8.0.1 - 10.x), every attribute explicit;
 * ``onnx``: standard NonMaxSuppression + gathers/top-K (ONNX Runtime; TensorRT >= 8.6). Graphs below
@@ -31,7 +32,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from edge.artifacts import NMS_OUTPUTS
+from edge.artifacts import MAX_SCORE_OUTPUT, NMS_OUTPUTS
 from edge.efficient_nms import MAX_CANDIDATES, PLUGIN_NAME, PLUGIN_VERSION, EfficientNMSParams
 from edge.errors import EdgeError, MissingDependencyError, ModelError
 from edge.export.opset import model_opset
@@ -56,14 +57,24 @@ _CORNER_DECODER_NOTE = (
 )
 
 
+#: NMS settings when neither a flag nor the input's sidecar gives them (``resolve_nms_settings``)
+DEFAULT_NMS_SETTINGS: Dict[str, Any] = {"score_threshold": 0.25, "iou_threshold": 0.45, "max_detections": 100}
+_SETTING_FLAGS = {"score_threshold": "--score-threshold", "iou_threshold": "--iou-threshold",
+                  "max_detections": "--max-detections"}
+
+
 @dataclass
 class SurgeryConfig:
-    """What ``edge surgery`` does. ``head`` says where boxes and scores are and how they are encoded."""
+    """What ``edge surgery`` does. ``head`` says where boxes and scores are and how they are encoded.
+
+    ``score_threshold``, ``iou_threshold``, ``max_detections``: None takes the input's sidecar's recorded
+    settings (``surgery_file``; a torchvision export records its model's), else ``DEFAULT_NMS_SETTINGS``.
+    """
 
     nms: str = "efficient"
-    score_threshold: float = 0.25
-    iou_threshold: float = 0.45
-    max_detections: int = 100
+    score_threshold: Optional[float] = None
+    iou_threshold: Optional[float] = None
+    max_detections: Optional[int] = None
     class_agnostic: bool = False
     head: HeadSpec = field(default_factory=HeadSpec)
     classes: Optional[List[str]] = None  # class names for the sidecar (foreign models have none)
@@ -73,18 +84,51 @@ class SurgeryConfig:
         if self.nms not in NMS_TYPES:
             raise EdgeError(f"--nms {self.nms!r} is not one of {list(NMS_TYPES)}")
         for flag, value in (("--score-threshold", self.score_threshold), ("--iou-threshold", self.iou_threshold)):
-            v = float(value)
-            if not (0.0 <= v <= 1.0):
+            if value is not None and not (0.0 <= float(value) <= 1.0):
                 raise EdgeError(f"{flag} must be in [0, 1], got {value}")
-        if int(self.max_detections) < 1:
+        if self.max_detections is not None and int(self.max_detections) < 1:
             raise EdgeError(f"--max-detections (K) must be >= 1, got {self.max_detections}")
-        if self.nms == "efficient" and int(self.max_detections) > MAX_CANDIDATES:
+        if self.nms == "efficient" and self.max_detections is not None and int(self.max_detections) > MAX_CANDIDATES:
             log.warning("--max-detections %d: EfficientNMS_TRT never returns more than its %d candidates",
                         self.max_detections, MAX_CANDIDATES)
         if self.classes is not None and not self.classes:
             raise EdgeError("--classes was given but empty")
         self.head.validate()
         return self
+
+
+def recorded_nms_settings(sidecar: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], str]:
+    """The NMS settings a sidecar records for ``edge surgery`` and the key they are under: a torchvision
+    export's ``config.edge_surgery`` (its model's score_thresh / nms_thresh / detections_per_img), or a flat
+    ``edge_surgery`` block. ({}, "") when none is recorded."""
+    sc = sidecar or {}
+    config = sc.get("config") if isinstance(sc.get("config"), dict) else {}
+    for key, block in (("config.edge_surgery", config.get("edge_surgery")), ("edge_surgery", sc.get("edge_surgery"))):
+        if isinstance(block, dict):
+            found = {k: block[k] for k in DEFAULT_NMS_SETTINGS if isinstance(block.get(k), (int, float))}
+            if found:
+                return found, key
+    return {}, ""
+
+
+def resolve_nms_settings(config: SurgeryConfig, sidecar: Optional[Dict[str, Any]] = None,
+                         sidecar_name: str = "the sidecar") -> Tuple[SurgeryConfig, Dict[str, str]]:
+    """``config`` with every unset NMS setting filled: from the sidecar's recorded settings
+    (``recorded_nms_settings``), else ``DEFAULT_NMS_SETTINGS``; a value set in ``config`` (a flag) wins.
+    Returns (the config, where each value came from: its flag, ``NAME.json KEY``, or ``default``)."""
+    recorded, key = recorded_nms_settings(sidecar)
+    values: Dict[str, Any] = {}
+    origin: Dict[str, str] = {}
+    for name, default in DEFAULT_NMS_SETTINGS.items():
+        given = getattr(config, name)
+        if given is not None:
+            values[name], origin[name] = given, _SETTING_FLAGS[name]
+        elif name in recorded:
+            values[name], origin[name] = recorded[name], f"{sidecar_name} {key}"
+        else:
+            values[name], origin[name] = default, "default"
+    values["max_detections"] = int(values["max_detections"])
+    return replace(config, **values), origin
 
 
 @dataclass
@@ -245,6 +289,20 @@ def _append_onnx_nms(ops: Any, head: Any, config: SurgeryConfig, k: int) -> Tupl
     return outputs, nms_block
 
 
+def _max_score_output(ops: Any, head: Any) -> Any:
+    """``MAX_SCORE_OUTPUT`` [B] float32: the highest score of each image over every candidate and class,
+    computed from the scores tensor that feeds the NMS node (the sigmoid the NMS applies, applied after the
+    max: it is monotonic), so both NMS flavours carry it and the four NMS outputs keep their order."""
+    import onnx_graphsurgeon as gs
+
+    top = ops.reduce("ReduceMax", head.scores, [1, 2], keepdims=False, hint="max_score_reduce")
+    if head.sigmoid:
+        top = ops.op("Sigmoid", [top], hint="max_score_sigmoid")
+    out = gs.Variable(MAX_SCORE_OUTPUT, dtype=np.float32, shape=[head.batch if head.batch is not None else "batch"])
+    ops.graph.nodes.append(gs.Node("Cast", ops.name(MAX_SCORE_OUTPUT), {"to": 1}, [top], [out]))  # 1: FLOAT
+    return out
+
+
 def _deploy_model(graph: Any, outputs: List[Any], work: Any, ir_version: int) -> Any:
     """``graph`` ending in ``outputs``, cleaned and sorted, as an onnx.ModelProto with ``ir_version`` and the
     source's metadata and doc string."""
@@ -269,7 +327,7 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
     from edge.export.graph_ops import GraphOps
     from edge.export.presets import image_input_size, resolve_head
 
-    config.validate()
+    config, _ = resolve_nms_settings(config.validate())
     work, opset, source_opset, removed, notes = _working_copy(model, config)
     ir_version = max(int(work.ir_version), int(onnx.helper.find_min_ir_version_for(
         [onnx.helper.make_opsetid("", opset)])))
@@ -298,6 +356,10 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
         outputs, nms_block = _append_efficient_nms(ops, head, config, k)
     else:
         outputs, nms_block = _append_onnx_nms(ops, head, config, k)
+    if MAX_SCORE_OUTPUT in taken:
+        log.info("not adding the %s output: the model already has a tensor of that name", MAX_SCORE_OUTPUT)
+    else:
+        outputs.append(_max_score_output(ops, head))
     nms_block.update(
         score_threshold=float(config.score_threshold),
         iou_threshold=float(config.iou_threshold),
@@ -308,6 +370,8 @@ def apply_surgery(model: Any, config: SurgeryConfig) -> SurgeryResult:
         box_units="input_pixels",
     )
 
+    if len(outputs) > len(NMS_OUTPUTS):
+        nms_block["max_score_output"] = MAX_SCORE_OUTPUT
     out = _deploy_model(graph, outputs, work, ir_version)
     input_size = tuple(config.head.input_size) if config.head.input_size else image_input_size(graph)
     return SurgeryResult(
@@ -376,15 +440,16 @@ def verify_runs(model: Any, max_detections: int, input_size: Optional[Tuple[int,
     if feed is None:
         log.info("not running the new graph once: its input has dynamic dims (pass --input-size HxW)")
         return False
+    names = list(NMS_OUTPUTS) + [o.name for o in model.graph.output if o.name == MAX_SCORE_OUTPUT]
     try:
         sess = make_session(model)
-        outs = sess.run(list(NMS_OUTPUTS), feed)
+        outs = sess.run(names, feed)
     except Exception as exc:
         raise ModelError(f"ONNX Runtime cannot run the graph written by surgery: {exc}") from exc
-    num, boxes, scores, classes = outs
+    num = outs[0]
     b, k = num.shape[0], int(max_detections)
-    expect = [((b, 1), np.int32), ((b, k, 4), np.float32), ((b, k), np.float32), ((b, k), np.int32)]
-    for name, arr, (shape, dtype) in zip(NMS_OUTPUTS, outs, expect):
+    expect = [((b, 1), np.int32), ((b, k, 4), np.float32), ((b, k), np.float32), ((b, k), np.int32), ((b,), np.float32)]
+    for name, arr, (shape, dtype) in zip(names, outs, expect):
         if tuple(arr.shape) != shape or arr.dtype != dtype:
             raise ModelError(
                 f"surgery output {name} came out {arr.dtype}{list(arr.shape)}, expected "
@@ -410,6 +475,9 @@ def output_description(model: Any, max_detections: int) -> Dict[str, Any]:
         "detection_scores": {"name": NMS_OUTPUTS[2], "shape": [batch, k], "dtype": "float32"},
         "detection_classes": {"name": NMS_OUTPUTS[3], "shape": [batch, k], "dtype": "int32",
                               "meaning": "0-based index into classes (background removed)"},
+        **({"max_score": {"name": MAX_SCORE_OUTPUT, "shape": [batch], "dtype": "float32",
+                          "meaning": "each image's highest score before NMS (every box and class)"}}
+           if any(o.name == MAX_SCORE_OUTPUT for o in model.graph.output) else {}),
     }
 
 
@@ -456,6 +524,10 @@ def surgery_file(model_path: PathLike, out_path: PathLike, config: SurgeryConfig
     config.validate()
     model = load_model(src)
     base = read_sidecar(src, required=False) or {}
+    config, origin = resolve_nms_settings(config, base, src.with_suffix(".json").name)
+    log.info("NMS settings: score threshold %g (%s), IoU threshold %g (%s), max detections %d (%s)",
+             config.score_threshold, origin["score_threshold"], config.iou_threshold, origin["iou_threshold"],
+             config.max_detections, origin["max_detections"])
     size = base.get("input_size")
     if config.head.input_size is None and isinstance(size, (list, tuple)) and len(size) == 2:
         config = replace(config, head=replace(config.head, input_size=(int(size[0]), int(size[1]))))

@@ -71,6 +71,7 @@ from edge.export.verify import (
     expect_outputs,
     output_shapes,
     verify_samples,
+    warn_if_input_independent,
 )
 
 log = logging.getLogger(__name__)
@@ -480,6 +481,7 @@ def export_graph(source: ExportSource, size: Size, out_path: Path, config: Expor
         if outcome.simplified and outcome.report is not None:
             report = outcome.report
 
+    warn_if_input_independent(report.input_spread, what)
     data = proto.SerializeToString()
     atomic_write_bytes(out_path, data)
     num_boxes: Dict[str, int] = {}

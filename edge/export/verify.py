@@ -10,6 +10,11 @@ scores in [0, 1] must agree to ``tolerance`` absolutely. fp32 graphs use ``toler
 (``DEFAULT_TOLERANCE``). NaN or Inf anywhere in ``a`` where ``b`` is finite, or a shape or dtype mismatch,
 is a failure whatever the tolerance.
 
+A comparison proves something only when the outputs move with the input: ``input_spread`` measures, with
+the same formula, how much each output changes between two different inputs; under ``MIN_INPUT_SPREAD``
+the outputs barely depend on the input (random or untrained weights) and a matching graph proves little
+(``warn_if_input_independent``).
+
 Also here: ``check_graph`` (``onnx.checker`` with full checks plus strict shape inference), which every
 graph the export writes must pass. numpy + onnx + onnxruntime only (no torch), so ``edge quantize`` and
 other stages can reuse the comparison.
@@ -31,6 +36,9 @@ from edge.ort import import_onnx
 log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 1e-4
+#: an output that moves by less than this (``input_spread``) between two different inputs barely depends on
+#: its input: ten times the parity tolerance, so a graph ignoring its input could still pass the parity check
+MIN_INPUT_SPREAD = 1e-3
 ERROR_FORMULA = "max|onnx - torch| / max(1, max|torch|)"
 
 ModelSource = Union[str, "os.PathLike[str]", bytes, Any]  # a path, serialized bytes, or an onnx.ModelProto
@@ -58,6 +66,42 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(np.abs(a - b))) / scale
 
 
+def input_spread(first: Mapping[str, np.ndarray], second: Mapping[str, np.ndarray]) -> Dict[str, float]:
+    """How much each output moves between two different inputs: ``relative_error(second, first)`` per output
+    name both have (``max|a - b| / max(1, max|b|)``: scores in [0, 1] absolutely, boxes relative to their
+    magnitude). Under ``MIN_INPUT_SPREAD`` the output barely depends on its input."""
+    return {k: relative_error(np.asarray(second[k]), np.asarray(first[k])) for k in first if k in second}
+
+
+def samples_input_spread(samples: Sequence["Sample"]) -> Dict[str, float]:
+    """``input_spread`` of the reference outputs over the samples' images: the first image of one output
+    shape against every other image of that shape (the largest spread per output); {} with fewer than two."""
+    groups: Dict[Any, List[Dict[str, np.ndarray]]] = {}
+    for sample in samples:
+        outs = {k: np.asarray(v) for k, v in sample.expected.items()}
+        batch = min((v.shape[0] for v in outs.values() if v.ndim), default=0)
+        for i in range(batch):
+            image = {k: v[i] for k, v in outs.items()}
+            groups.setdefault(tuple((k, v.shape) for k, v in image.items()), []).append(image)
+    images = max(groups.values(), key=len, default=[])
+    spread: Dict[str, float] = {}
+    for other in images[1:]:
+        for k, v in input_spread(images[0], other).items():
+            spread[k] = max(spread.get(k, 0.0), v)
+    return spread
+
+
+def warn_if_input_independent(spread: Mapping[str, float], what: str) -> bool:
+    """Warn (once, here) when an output's ``input_spread`` is under ``MIN_INPUT_SPREAD``; returns True then."""
+    flat = {k: v for k, v in spread.items() if v < MIN_INPUT_SPREAD}
+    if flat:
+        moved = ", ".join(f"{k} {v:.1e}" for k, v in flat.items())
+        log.warning("%s: the comparison proves little: outputs barely depend on the input (random or untrained "
+                    "weights?): between different inputs they moved by %s of their magnitude (under %g)", what,
+                    moved, MIN_INPUT_SPREAD)
+    return bool(flat)
+
+
 @dataclass
 class SampleResult:
     """One verification sample: its description and the error of each output (see the module docstring)."""
@@ -77,6 +121,8 @@ class VerificationReport:
 
     tolerance: float
     samples: List[SampleResult] = field(default_factory=list)
+    #: ``samples_input_spread`` of the reference outputs ({} when fewer than two images were compared)
+    input_spread: Dict[str, float] = field(default_factory=dict)
 
     @property
     def max_errors(self) -> Dict[str, float]:
@@ -95,8 +141,11 @@ class VerificationReport:
                 if not v <= self.tolerance]
 
     def to_dict(self) -> Dict[str, Any]:
+        spread = {k: float(v) for k, v in self.input_spread.items()}
         return {"tolerance": self.tolerance, "formula": ERROR_FORMULA, "passed": self.passed,
-                "max_errors": self.max_errors, "samples": [s.to_dict() for s in self.samples]}
+                "max_errors": self.max_errors, "samples": [s.to_dict() for s in self.samples],
+                "input_spread": spread,
+                "input_dependent": all(v >= MIN_INPUT_SPREAD for v in spread.values()) if spread else None}
 
 
 @dataclass
@@ -181,7 +230,7 @@ def verify_samples(model: ModelSource, samples: Sequence[Sample], tolerance: flo
     if not tolerance > 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")
     session = ort_session(model)
-    report = VerificationReport(tolerance=float(tolerance))
+    report = VerificationReport(tolerance=float(tolerance), input_spread=samples_input_spread(samples))
     for sample in samples:
         outputs = run_onnx(session, sample.inputs)
         first = next(iter(sample.inputs.values()))

@@ -6,14 +6,18 @@ imported; ``edge.models.build_model`` imports them lazily from its table of fami
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 MODEL_REGISTRY: Dict[str, Callable[..., Any]] = {}
+#: arch name -> a function returning its ``--model-arg`` options (``edge.models.options.ModelOption`` list)
+MODEL_OPTIONS: Dict[str, Callable[[], Any]] = {}
 
 
-def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register(name: str, options: Optional[Callable[[], Any]] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         MODEL_REGISTRY[name] = fn
+        if options is not None:
+            MODEL_OPTIONS[name] = options
         return fn
 
     return wrap

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from edge.models.options import check_model_args, dataclass_options
 from edge.models.registry import register
 
 from ..errors import ModelError
@@ -141,10 +142,7 @@ def retinanet_config(*, num_classes: int, variant: str = "small", **overrides: A
     """The variant's defaults with ``overrides`` applied, validated."""
     if variant not in RETINANET_VARIANTS:
         raise ModelError(f"unknown RetinaNet variant {variant!r}; expected one of {sorted(RETINANET_VARIANTS)}")
-    known = set(RetinaNetConfig.__dataclass_fields__)
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ModelError(f"unknown RetinaNet option(s) {unknown}; expected some of {sorted(known)}")
+    check_model_args("retinanet", overrides)
     values = copy.deepcopy(RETINANET_VARIANTS[variant])
     values.update(overrides)
     values["input_size"] = as_input_size(values["input_size"])
@@ -263,7 +261,7 @@ class RetinaNet(AnchorDetector):
         return LossDict(total=total, terms={"cls": float(cls_loss.detach()), "box": float(box_loss.detach())})
 
 
-@register("retinanet")
+@register("retinanet", options=lambda: dataclass_options(RetinaNetConfig, RETINANET_VARIANTS))
 def build_retinanet(**config: Any) -> RetinaNet:
     """``build_model("retinanet", **config)``: see ``RetinaNetConfig`` / ``RETINANET_VARIANTS``."""
     return RetinaNet(**config)

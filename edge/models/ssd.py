@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.models.options import check_model_args, dataclass_options
 from edge.models.registry import register
 
 from ..errors import ModelError
@@ -138,10 +139,7 @@ def ssd_config(*, num_classes: int, variant: str = "mobile", **overrides: Any) -
     """The variant's defaults with ``overrides`` applied, validated."""
     if variant not in SSD_VARIANTS:
         raise ModelError(f"unknown SSD variant {variant!r}; expected one of {sorted(SSD_VARIANTS)}")
-    known = set(SSDConfig.__dataclass_fields__)
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ModelError(f"unknown SSD option(s) {unknown}; expected some of {sorted(known)}")
+    check_model_args("ssd", overrides)
     values = copy.deepcopy(SSD_VARIANTS[variant])
     values.update({k: v for k, v in overrides.items()})
     values["input_size"] = as_input_size(values["input_size"])
@@ -282,7 +280,7 @@ class SSD(AnchorDetector):
         return LossDict(total=total, terms={"cls": float(cls_loss.detach()), "box": float(box_loss.detach())})
 
 
-@register("ssd")
+@register("ssd", options=lambda: dataclass_options(SSDConfig, SSD_VARIANTS))
 def build_ssd(**config: Any) -> SSD:
     """``build_model("ssd", **config)``: see ``SSDConfig`` / ``SSD_VARIANTS`` for the keyword arguments."""
     return SSD(**config)

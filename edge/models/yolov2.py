@@ -24,6 +24,7 @@ from edge.data.targets import Target
 from edge.errors import ModelError
 from edge.models.base import Detections, Detector, LossDict, as_input_size, as_normalization
 from edge.models.darknet import ConvBNAct, Darknet19, scale_channels
+from edge.models.options import signature_options
 from edge.models.registry import register
 from edge.models.yolo_loss import YoloLossConfig, YoloRaw, decode_level_boxes, yolo_loss
 
@@ -277,7 +278,15 @@ class YOLOv2(YoloDetector):
         return [self.pred(self.fuse(x))]
 
 
-@register("yolov2")
+def yolo_options(cls: Any) -> List[Any]:
+    """The ``--model-arg`` options of a YOLO family: its class's keyword arguments, ``loss`` keyed by
+    ``YoloLossConfig``'s fields (``edge.models.options``)."""
+    return signature_options(cls, {"loss": YoloLossConfig().to_dict()}, {
+        "anchors": "null: the built-in 416-px anchors scaled to --imgsz; or [[w, h], ...] in input pixels, or "
+                   "@FILE.json from `edge anchors`", "normalization": "null: the family's own"})
+
+
+@register("yolov2", options=lambda: yolo_options(YOLOv2))
 def build_yolov2(**config: Any) -> YOLOv2:
     """``build_model("yolov2", **config)``: see ``YOLOv2`` for the keyword arguments."""
     return YOLOv2(**config)

@@ -23,7 +23,14 @@ from torch import nn
 from edge.errors import ModelError
 from edge.models.darknet import ConvBNAct, Darknet53, DarknetTiny, scale_channels
 from edge.models.registry import register
-from edge.models.yolov2 import SizeLike, YoloDetector, check_anchor_list, load_anchor_file, scale_anchors
+from edge.models.yolov2 import (
+    SizeLike,
+    YoloDetector,
+    check_anchor_list,
+    load_anchor_file,
+    scale_anchors,
+    yolo_options,
+)
 
 # yolov3.cfg (COCO, pixels at 416), small to large: 3 per level for strides 8, 16, 32.
 YOLOV3_ANCHORS_416: List[List[float]] = [
@@ -182,13 +189,13 @@ class YOLOv3Tiny(_YoloV3Base):
         return [p16, p32]
 
 
-@register("yolov3")
+@register("yolov3", options=lambda: yolo_options(YOLOv3))
 def build_yolov3(**config: Any) -> YOLOv3:
     """``build_model("yolov3", **config)``: see ``YOLOv3`` for the keyword arguments."""
     return YOLOv3(**config)
 
 
-@register("yolov3-tiny")
+@register("yolov3-tiny", options=lambda: yolo_options(YOLOv3Tiny))
 def build_yolov3_tiny(**config: Any) -> YOLOv3Tiny:
     """``build_model("yolov3-tiny", **config)``: see ``YOLOv3Tiny`` for the keyword arguments."""
     return YOLOv3Tiny(**config)

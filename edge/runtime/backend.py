@@ -9,6 +9,8 @@ TensorRT engine built from it). It has one image input and four outputs:
     detection_boxes    float32 [B, K, 4]  x1,y1,x2,y2 in *input* pixels (the letterboxed H x W image)
     detection_scores   float32 [B, K]     descending per image; only the first num_detections are valid
     detection_classes  int32   [B, K]     0-based index into the class names
+    max_score          float32 [B]        optional (graphs from edge surgery carry it, older ones do not):
+                                          each image's highest score before NMS, for "why nothing is seen"
 
 The contract (``conformance_report`` checks it; tests run it on every backend present, and
 ``edge doctor`` can run it on a device):
@@ -42,7 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge.artifacts import NMS_OUTPUTS
+from edge.artifacts import MAX_SCORE_OUTPUT, NMS_OUTPUTS
 from edge.errors import EdgeError, ModelError
 from edge.model_input import InputFormat, TensorSpec
 
@@ -84,6 +86,9 @@ class DetectionBatch:
     #: detections of this batch dropped as invalid by ``drop_invalid`` (NaN boxes, scores outside [0, 1],
     #: classes outside the class list)
     invalid_dropped: int = 0
+    #: float32 [B]: each image's highest score before NMS (the graph's ``max_score`` output), or None when
+    #: the graph does not have that output
+    max_score: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.num.shape[0])
@@ -92,6 +97,14 @@ class DetectionBatch:
         """(boxes [n,4] xyxy input pixels, scores [n], classes [n]) of image ``i``; views, no copies."""
         n = int(self.num[i])
         return self.boxes[i, :n], self.scores[i, :n], self.classes[i, :n]
+
+    def peak(self, i: int) -> Optional[float]:
+        """The highest score image ``i`` reached: the graph's ``max_score`` (before NMS, every candidate)
+        when it has that output, else its best detection's score; None when neither is known."""
+        if self.max_score is not None:
+            return float(self.max_score[i])
+        n = int(self.num[i])
+        return float(self.scores[i, :n].max()) if n else None
 
 
 def detections_from_outputs(outputs: Dict[str, np.ndarray], *, copy: bool = False) -> DetectionBatch:
@@ -119,12 +132,21 @@ def detections_from_outputs(outputs: Dict[str, np.ndarray], *, copy: bool = Fals
             "[B,K], [B,1]"
         )
     num = np.clip(num.reshape(b), 0, k).astype(np.int32)
+    peak = outputs.get(MAX_SCORE_OUTPUT)
     return DetectionBatch(
         num=num,
         boxes=boxes.astype(np.float32, copy=copy),
         scores=scores.astype(np.float32, copy=copy),
         classes=classes.astype(np.int32, copy=copy),
+        max_score=None if peak is None or np.asarray(peak).size != b else
+        np.asarray(peak, np.float32).reshape(b).copy(),
     )
+
+
+def find_max_score_name(names: Sequence[str]) -> Optional[str]:
+    """The graph's own name of the optional ``max_score`` output (exact, else a unique suffix match), or None."""
+    hits = [n for n in names if n == MAX_SCORE_OUTPUT] or [n for n in names if n.endswith(MAX_SCORE_OUTPUT)]
+    return hits[0] if len(hits) == 1 else None
 
 
 #: a score this little above 1 is rounding (fp16 engines), clamped to 1; further above, the detection is dropped

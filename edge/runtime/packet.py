@@ -26,7 +26,8 @@ class FramePacket:
     which skips the frames a live source dropped); the postprocess stage restores this order.
     params: how the frame maps into the network input. input: the network input tensor (a pool buffer,
     given back right after inference). boxes [n, 4] xyxy frame pixels, scores [n], classes [n]: after
-    postprocess.
+    postprocess. peak: the highest score the frame reached (``DetectionBatch.peak``: before NMS where the
+    graph reports it), set by postprocess before ``--conf`` filters; None when unknown.
     """
 
     index: int
@@ -39,6 +40,7 @@ class FramePacket:
     boxes: np.ndarray = field(default_factory=lambda: _EMPTY_BOXES)
     scores: np.ndarray = field(default_factory=lambda: _EMPTY_F)
     classes: np.ndarray = field(default_factory=lambda: _EMPTY_I)
+    peak: Optional[float] = None
 
 
 def postprocess(packet: FramePacket, conf_threshold: float = 0.0) -> int:
@@ -46,6 +48,7 @@ def postprocess(packet: FramePacket, conf_threshold: float = 0.0) -> int:
     det = packet.detections
     assert det is not None and packet.params is not None
     boxes, scores, classes = det.image(0)
+    packet.peak = det.peak(0)
     if conf_threshold > 0 and scores.size:
         keep = scores >= conf_threshold
         boxes, scores, classes = boxes[keep], scores[keep], classes[keep]

@@ -50,8 +50,10 @@ from edge.errors import EdgeError, ModelError, OutputError
 from edge.model_input import Preprocessor
 from edge.runtime.backend import Backend
 from edge.runtime.draw import Drawer
+from edge.runtime.naive import naive_loop
 from edge.runtime.packet import FramePacket, postprocess
 from edge.runtime.priority import lower_thread_priority
+from edge.runtime.score_watch import ScoreWatch
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import CaptureStatus, CaptureThread, FramePool, FrameSource, ReopenPolicy
 from edge.runtime.stats import RunStats
@@ -155,6 +157,7 @@ class Pipeline:
         names = list(class_names) if class_names is not None else list(backend.info.class_names if backend.info else [])
         self.drawer = Drawer(names)
         self.preprocessor = Preprocessor(fmt)
+        self.score_watch = ScoreWatch.for_backend(backend, self.config.conf_threshold)  # why nothing is seen
         self._source_opened = source_opened
         self._stop = threading.Event()
         self._requested = ""  # a stop asked for by a signal handler (request_stop)
@@ -412,7 +415,9 @@ class Pipeline:
             log.warning("releasing the inference thread failed: %s", exc)
 
     def _postprocess(self, packet: FramePacket) -> None:
-        self.stats.counters.detections += postprocess(packet, self.config.conf_threshold)
+        n = postprocess(packet, self.config.conf_threshold)
+        self.stats.counters.detections += n
+        self.score_watch.observe(packet.peak, n)
 
     def _draw(self, packet: FramePacket) -> None:
         if self.config.draw:
@@ -507,6 +512,7 @@ class Pipeline:
             self._join(threads)
             self.stats.stop()
             self._close_sinks()
+            self.score_watch.finish(self.stats, warn=all(isinstance(e, KeyboardInterrupt) for e in self._errors))
         if self.capture.reopens:
             self.stats.meta["reopens"] = self.capture.reopens
         self.stats.meta["end_reason"] = self.end_reason or "stopped"
@@ -541,58 +547,3 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - close every sink even if one fails
                 log.error("closing %s sink failed: %s", sink.name, exc)
 
-
-def naive_loop(
-    source: FrameSource,
-    backend: Backend,
-    sinks: Sequence[Sink] = (),
-    *,
-    max_frames: int = 0,
-    draw: bool = True,
-    stats: Optional[RunStats] = None,
-) -> RunStats:
-    """Capture, preprocess, infer, postprocess, draw and sink one frame at a time in this thread.
-
-    The baseline for ``edge bench``; same stages and statistics as ``Pipeline``, no overlap. The source
-    must be open; sinks are not closed.
-    """
-    stats = stats or RunStats()
-    pre = Preprocessor(backend.input_format)
-    drawer = Drawer(backend.info.class_names if backend.info else [])
-    inp = pre.new_buffer()
-    frame_buf: Optional[np.ndarray] = None
-    backend.bind_thread()
-    stats.start()
-    n = 0
-    while not max_frames or n < max_frames:
-        t0 = time.perf_counter()
-        status, frame = source.read(frame_buf)
-        t1 = time.perf_counter()
-        if status is not CaptureStatus.FRAME or frame is None:
-            break
-        frame_buf = frame
-        stats.counters.captured += 1
-        stats.stages["capture"].add(t1 - t0)
-        packet = FramePacket(n, frame, t1, input=inp)
-        packet.params = pre(frame, inp)
-        t2 = time.perf_counter()
-        packet.detections = backend.infer(inp)
-        t3 = time.perf_counter()
-        stats.counters.inferred += 1
-        stats.counters.invalid_dropped += getattr(packet.detections, "invalid_dropped", 0)
-        stats.counters.detections += postprocess(packet)
-        t4 = time.perf_counter()
-        if draw:
-            drawer.draw(frame, packet.boxes, packet.scores, packet.classes, fps=stats.fps_meter.fps)
-        t5 = time.perf_counter()
-        for sink in sinks:
-            sink.write(packet)
-        t6 = time.perf_counter()
-        for name, a, b in (("preprocess", t1, t2), ("infer", t2, t3), ("postprocess", t3, t4),
-                           ("draw", t4, t5), ("sink", t5, t6)):
-            stats.stages[name].add(b - a)
-        stats.frame_out(t1, t6)
-        n += 1
-    stats.stop()
-    backend.release_thread()
-    return stats

@@ -118,6 +118,8 @@ class RunStats:
     meta: Dict[str, Any] = field(default_factory=dict)
     output_errors: List[Dict[str, Any]] = field(default_factory=list)
     streams: List[Dict[str, Any]] = field(default_factory=list)  # per-stream figures of a multi-stream run
+    #: the highest score seen and the thresholds (``edge.runtime.score_watch.ScoreWatch.to_dict``)
+    scores: Dict[str, Any] = field(default_factory=lambda: {"max_score": None, "score_threshold": None})
 
     def output_failed(self, output: str, exc: Any) -> None:
         """Record an output that failed (``exc``: an ``edge.errors.OutputError``): its sink, path, cause."""
@@ -175,6 +177,7 @@ class RunStats:
             },
             "detections": c.detections,
             "detections_invalid_dropped": c.invalid_dropped,
+            **self.scores,
             "elapsed_s": round(self.elapsed, 4),
             "e2e_fps": round(self.e2e_fps, 3),
             "steady_fps": round(self.steady_fps, 3),

@@ -45,6 +45,7 @@ from edge.runtime.draw import Drawer
 from edge.runtime.packet import FramePacket, postprocess
 from edge.runtime.pipeline import PipelineConfig
 from edge.runtime.priority import lower_thread_priority
+from edge.runtime.score_watch import ScoreWatch
 from edge.runtime.sinks import Sink
 from edge.runtime.sources import CaptureStatus, CaptureThread, FramePool, FrameSource
 from edge.runtime.stats import RunStats
@@ -144,6 +145,7 @@ class Stream:
     ended: str = ""
     taken: int = 0
     last_frame: float = 0.0
+    watch: Optional[ScoreWatch] = None  # its highest score (``edge.runtime.score_watch``), set by the loop
 
     @property
     def live(self) -> bool:
@@ -152,7 +154,7 @@ class Stream:
     def summary(self) -> dict:
         d = self.stats.to_dict()
         out = {"id": self.sid, "source": self.source.describe(), "live": self.live, "frames": d["frames"],
-               "detections": d["detections"], "e2e_fps": d["e2e_fps"], "steady_fps": d["steady_fps"],
+               "detections": d["detections"], "max_score": d["max_score"], "e2e_fps": d["e2e_fps"], "steady_fps": d["steady_fps"],
                "glass_to_glass_ms": d["glass_to_glass_ms"], "end_reason": self.ended or "stopped"}
         if self.capture is not None and self.capture.reopens:
             out["reopens"] = self.capture.reopens
@@ -203,6 +205,9 @@ class MultiStreamLoop:
         self._errors: List[BaseException] = []
         self.end_reason = ""
         self._had_sinks = any(s.sinks for s in self.streams)
+        for s in self.streams:  # each stream says once when it saw nothing; the total is recorded only
+            s.watch = ScoreWatch.for_backend(backend, self.config.conf_threshold, stream=s.sid)
+        self.score_watch = ScoreWatch.for_backend(backend, self.config.conf_threshold, warn=False)
         self._ready = threading.Event()  # the backend is bound and warm
         self._go = threading.Event()  # the capture threads run
 
@@ -432,6 +437,9 @@ class MultiStreamLoop:
         n = postprocess(packet, self.config.conf_threshold)
         s.stats.counters.add("detections", n)
         self.stats.counters.add("detections", n)
+        for watch in (s.watch, self.score_watch):
+            if watch is not None:
+                watch.observe(packet.peak, n)
         t1 = time.perf_counter()
         if self.config.draw:
             fps = s.stats.fps_meter.fps if self.config.show_fps else None
@@ -523,6 +531,7 @@ class MultiStreamLoop:
             self._close(start=True)
 
     def _close(self, *, start: bool) -> None:
+        ok = all(isinstance(e, KeyboardInterrupt) for e in self._errors)  # a failed run's error says more
         for s in self.streams:
             if s.capture is not None:
                 s.capture.stop()
@@ -532,6 +541,8 @@ class MultiStreamLoop:
             elif not start:
                 s.source.close()
             s.stats.stop()
+            if s.watch is not None:
+                s.watch.finish(s.stats, warn=ok)
             for sink in s.sinks:
                 try:
                     sink.close()
@@ -541,6 +552,7 @@ class MultiStreamLoop:
                 except Exception as exc:  # noqa: BLE001 - close every sink even if one fails
                     log.error("closing %s sink of stream %s failed: %s", sink.name, s.sid, exc)
         self.stats.stop()
+        self.score_watch.finish(self.stats)
         if not self.end_reason:
             failed = [f"stream {s.sid}: {s.ended[len('capture error: '):]}" for s in self.streams
                       if s.ended.startswith("capture error")]
@@ -566,3 +578,6 @@ class _Row:
 
     def image(self, _: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._det.image(self._i)
+
+    def peak(self, _: int) -> Optional[float]:
+        return self._det.peak(self._i)

@@ -79,48 +79,65 @@ class History:
                 rows.append(row)
         return cls(rows)
 
-    def plot(self, path: PathLike, title: str = "") -> Path:
-        """PNG with training losses (left) and validation mAP (right) per epoch. Needs matplotlib."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise MissingDependencyError(
-                "matplotlib", "the training history plot", "install it with: pip install 'edge-detect[plot]'"
-            ) from None
-        epochs = [r["epoch"] for r in self.rows]
-        loss_cols = [c for c in self.columns() if c == "loss" or c.startswith("loss_")]
-        map_cols = [c for c in ("map50", "map50_95") if c in self.columns()]
-        fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(11, 4))
-        for col in loss_cols:
-            ax_loss.plot(*_series(epochs, self.column(col)), marker="o", ms=3, label=col,
-                         lw=2.0 if col == "loss" else 1.0)
-        ax_loss.set_xlabel("epoch")
-        ax_loss.set_ylabel("training loss")
-        ax_loss.grid(alpha=0.3)
-        if loss_cols:
-            ax_loss.legend(fontsize=8)
-        for col in map_cols:
-            ax_map.plot(*_series(epochs, self.column(col)), marker="o", ms=3, label=col.replace("_", "-"))
-        if epochs:
-            ax_map.set_xlim(ax_loss.get_xlim())  # same epoch axis on both panels
-        ax_map.set_xlabel("epoch")
-        ax_map.set_ylabel("validation mAP")
-        ax_map.set_ylim(0, 1)
-        ax_map.grid(alpha=0.3)
-        if map_cols:
-            ax_map.legend(fontsize=8)
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
+    def plot(self, path: PathLike, title: str = "", split: Optional[str] = "val") -> Path:
+        """PNG with training losses (left) and the mAP on the validation ``split`` (right) per epoch, as
+        ``figure`` draws them. Needs matplotlib."""
+        plt = _pyplot()
+        fig = self.figure(title, split)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
         plt.close(fig)
         with atomic_open(path, "wb") as fh:
             fh.write(buf.getvalue())
         return Path(path)
+
+    def figure(self, title: str = "", split: Optional[str] = "val") -> Any:
+        """The plot as a matplotlib Figure (the caller closes it): two panels on one whole-epoch axis
+        (integer ticks); the mAP panel and its legend name the split its figures were measured on."""
+        plt = _pyplot()
+        from matplotlib.ticker import MaxNLocator
+
+        epochs = [r["epoch"] for r in self.rows]
+        loss_cols = [c for c in self.columns() if c == "loss" or c.startswith("loss_")]
+        map_cols = [c for c in ("map50", "map50_95") if c in self.columns()]
+        on = f" (split: {split})" if split else ""
+        fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(11, 4))
+        for col in loss_cols:
+            ax_loss.plot(*_series(epochs, self.column(col)), marker="o", ms=3, label=col,
+                         lw=2.0 if col == "loss" else 1.0)
+        ax_loss.set_ylabel("training loss")
+        if loss_cols:
+            ax_loss.legend(fontsize=8)
+        for col in map_cols:
+            label = col.replace("map", "mAP").replace("_", "-")
+            ax_map.plot(*_series(epochs, self.column(col)), marker="o", ms=3, label=f"val {label}{on}")
+        if epochs:
+            ax_map.set_xlim(ax_loss.get_xlim())  # same epoch axis on both panels
+        ax_map.set_ylabel(f"validation mAP{on}")
+        ax_map.set_ylim(0, 1)
+        if map_cols:
+            ax_map.legend(fontsize=8)
+        for ax in (ax_loss, ax_map):
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 2.5
+            ax.grid(alpha=0.3)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        return fig
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MissingDependencyError(
+            "matplotlib", "the training history plot", "install it with: pip install 'edge-detect[plot]'"
+        ) from None
+    return plt
 
 
 def _series(epochs: List[Any], values: List[Optional[float]]):

@@ -536,7 +536,8 @@ class _Trainer:
             save_checkpoint(self.out / f"epoch{done}.pt", full)
         self.history.write_csv(self.out / "history.csv")
         try:
-            self.history.plot(self.out / "history.png", title=f"{cfg.model} on {self.train_ds.name}")
+            self.history.plot(self.out / "history.png", title=f"{cfg.model} on {self.train_ds.name}",
+                              split=self.val_split)
         except EdgeError as exc:  # matplotlib missing: the CSV is still there
             if epoch == self.start_epoch:
                 log.warning("no history plot: %s", exc)

@@ -208,3 +208,24 @@ def test_selftest_warns_when_the_inputs_give_no_detections(tmp_path):
     assert checks["onnxruntime: contract"].details["detections"] == [0, 0, 0]
     assert checks["onnxruntime: detections"].status == WARN
     assert "--images" in checks["onnxruntime: detections"].fix
+
+
+@pytest.mark.parametrize("nms", ["onnx", "efficient"])
+def test_selftest_says_why_nothing_is_seen_with_the_max_score(tmp_path, nms):
+    """No detections because the scores stay under the graph's threshold: the WARN names the highest score
+    the inputs reached before NMS (the deploy graph's max_score output), exactly the pre-NMS graph's."""
+    import onnxruntime as ort
+
+    from edge.doctor.compare import make_batches
+    from edge.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    model = write_deploy_model(tmp_path, nms, score_threshold=0.999)
+    check = by_name(run_selftest(SelftestConfig(model=str(model), iterations=1, warmup=0)))["onnxruntime: detections"]
+    with OnnxRuntimeBackend(model) as backend:
+        batches = make_batches(backend.input_format, selftest_frames(3))
+    pre = ort.InferenceSession(str(tmp_path / "tiny.onnx"), providers=["CPUExecutionProvider"])
+    peak = max(float(pre.run(["scores"], {pre.get_inputs()[0].name: b})[0].max()) for b in batches)
+    assert peak < 0.999
+    assert check.status == WARN and check.details["max_score"] == pytest.approx(peak, abs=1e-6)
+    assert check.summary.startswith(f"no detections in 3 frames: max score {peak:.3g} < score threshold 0.999 "
+                                    "(the graph's); re-run edge surgery"), check.summary

@@ -16,14 +16,14 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge.artifacts import NMS_OUTPUTS
+from edge.artifacts import MAX_SCORE_OUTPUT, NMS_OUTPUTS
 from edge.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 from edge.cli.main import main as edge_main
 from edge.efficient_nms import EfficientNMSParams, efficient_nms
 from edge.errors import EdgeError, ModelError
 from edge.export.ort_custom_ops import CONTRIB_DOMAIN, FUSED_OP, make_cpu_runnable, make_session
 from edge.export.presets import HeadSpec
-from edge.export.surgery import SurgeryConfig, apply_surgery, check_model, surgery_file
+from edge.export.surgery import SurgeryConfig, apply_surgery, check_model, output_description, surgery_file
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -124,7 +124,7 @@ def both_flavours(model, config, feed):
     for kind in ("onnx", "efficient"):
         res = apply_surgery(model, replace(config, nms=kind))
         check_model(res.model)
-        assert [o.name for o in res.model.graph.output] == list(NMS_OUTPUTS)
+        assert [o.name for o in res.model.graph.output] == list(NMS_OUTPUTS) + [MAX_SCORE_OUTPUT]
         results[kind] = res
         outs[kind] = run_graph(res.model, feed)
     return outs["onnx"], outs["efficient"], results
@@ -562,7 +562,7 @@ def test_surgery_file_carries_the_sidecar_forward(tmp_path):
             written["nms"]["max_detections"]) == (0.3, 0.5, 20)
     assert written["nms"]["box_units"] == "input_pixels" and written["num_classes"] == 3
     # the export's boxes/scores description is replaced by the four NMS outputs
-    assert sorted(written["outputs"]) == sorted(NMS_OUTPUTS)
+    assert sorted(written["outputs"]) == sorted(NMS_OUTPUTS + (MAX_SCORE_OUTPUT,))
     assert written["outputs"]["detection_boxes"]["shape"] == ["B", 20, 4]
     assert [h["stage"] for h in written["history"]] == ["export", "surgery"]
     import hashlib
@@ -643,3 +643,77 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, caplog, extra, message):
     assert rc == 2
     assert any(__import__("re").search(message, r.getMessage()) for r in caplog.records), caplog.text
     assert not (tmp_path / "o.onnx").exists()
+
+
+# ------------------------------------------------------------------------------------ max_score output
+
+
+@pytest.mark.parametrize("activation", ["none", "sigmoid"])
+@pytest.mark.parametrize("opset", [11, 18])
+def test_max_score_output_is_the_highest_score_before_nms_in_both_flavours(activation, opset):
+    """The fifth output, after the four in their order: each image's highest score over every box and class
+    (activation applied), also when NMS keeps nothing (every score under the threshold) and in the
+    EfficientNMS_TRT flavour; recorded in the sidecar blocks."""
+    rng = np.random.default_rng(11)
+    model = head_model(opset, 60, 3)
+    raw = rng.uniform(-6.0, -2.5, (2, 60, 3)) if activation == "sigmoid" else rng.uniform(0.0, 0.07, (2, 60, 3))
+    feed = {"raw_boxes": random_boxes(rng, 2, 60), "raw_scores": raw.astype(np.float32)}
+    activated = 1.0 / (1.0 + np.exp(-raw)) if activation == "sigmoid" else raw
+    expected = activated.reshape(2, -1).max(axis=1)
+    config = SurgeryConfig(score_threshold=0.25, max_detections=10, head=HeadSpec(score_activation=activation))
+    for kind in ("onnx", "efficient"):
+        res = apply_surgery(model, replace(config, nms=kind))
+        check_model(res.model)
+        assert [o.name for o in res.model.graph.output] == list(NMS_OUTPUTS) + [MAX_SCORE_OUTPUT]
+        assert res.nms["max_score_output"] == MAX_SCORE_OUTPUT
+        num, peak = make_session(res.model).run(["num_detections", MAX_SCORE_OUTPUT], feed)
+        assert num.tolist() == [[0], [0]], kind
+        assert peak.dtype == np.float32 and peak.shape == (2,)
+        np.testing.assert_allclose(peak, expected, rtol=1e-6, atol=1e-7)
+        described = output_description(res.model, 10)
+        assert described["max_score"] == {"name": MAX_SCORE_OUTPUT, "shape": ["B"], "dtype": "float32",
+                                          "meaning": "each image's highest score before NMS (every box and class)"}
+
+
+# ---------------------------------------------------------------------- NMS settings from the sidecar
+
+
+def _torchvision_like(tmp_path):
+    """A pre-NMS graph whose sidecar records NMS settings where a torchvision export puts them
+    (``config.edge_surgery``, written by ``TorchvisionPostprocess.surgery_settings``): SSD300's 0.001 / 0.55 /
+    300."""
+    from edge.export.torchvision_adapter import TorchvisionPostprocess
+
+    settings = TorchvisionPostprocess(family="ssd", score_thresh=0.001, nms_thresh=0.55, detections_per_img=300,
+                                      topk_candidates=300).validate()
+    src = _save(head_model(13, 400, 2), tmp_path / "tv.onnx")
+    src.with_suffix(".json").write_text(json.dumps({"classes": ["a", "b"], "config": {
+        "framework": "torchvision", "torchvision_postprocess": settings.to_dict(),
+        "edge_surgery": settings.surgery_settings()}}))
+    return src
+
+
+def test_cli_surgery_takes_nms_defaults_from_the_sidecar_and_says_where_each_came_from(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    src = _torchvision_like(tmp_path)
+    out = tmp_path / "tv.nms.onnx"
+    assert edge_main(["surgery", str(src), "--nms", "onnx", "--out", str(out)]) == 0
+    nms = json.loads(out.with_suffix(".json").read_text())["nms"]
+    assert (nms["score_threshold"], nms["iou_threshold"], nms["max_detections"]) == (0.001, 0.55, 300)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("NMS settings")]
+    assert lines == ["NMS settings: score threshold 0.001 (tv.json config.edge_surgery), IoU threshold 0.55 "
+                     "(tv.json config.edge_surgery), max detections 300 (tv.json config.edge_surgery)"]
+    # an explicit flag still wins, the others still come from the sidecar; no sidecar entry: the defaults
+    caplog.clear()
+    out2 = tmp_path / "tv2.nms.onnx"
+    assert edge_main(["surgery", str(src), "--score-threshold", "0.3", "--out", str(out2)]) == 0
+    nms = json.loads(out2.with_suffix(".json").read_text())["nms"]
+    assert (nms["score_threshold"], nms["iou_threshold"], nms["max_detections"]) == (0.3, 0.55, 300)
+    assert "score threshold 0.3 (--score-threshold), IoU threshold 0.55 (tv.json config.edge_surgery)" in caplog.text
+    plain = _save(head_model(13, 10, 2), tmp_path / "plain.onnx")
+    caplog.clear()
+    meta = surgery_file(plain, tmp_path / "plain.nms.onnx", SurgeryConfig(nms="onnx", max_detections=7))
+    assert (meta["nms"]["score_threshold"], meta["nms"]["iou_threshold"], meta["nms"]["max_detections"]) == \
+        (0.25, 0.45, 7)
+    assert "score threshold 0.25 (default), IoU threshold 0.45 (default), max detections 7 (--max-detections)" \
+        in caplog.text

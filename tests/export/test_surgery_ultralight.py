@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edge.artifacts import NMS_OUTPUTS
+from edge.artifacts import MAX_SCORE_OUTPUT, NMS_OUTPUTS
 from edge.cli.main import main as edge_main
 from edge.efficient_nms import EfficientNMSParams, efficient_nms
 from edge.export.ort_custom_ops import make_session
@@ -79,7 +79,7 @@ def test_graph_shape_and_provenance(deploy):
     check_model(onx)
     # the initializers listed as inputs are gone: one image input remains
     assert [i.name for i in eff.graph.input] == ["input"] == [i.name for i in onx.graph.input]
-    assert [o.name for o in eff.graph.output] == list(NMS_OUTPUTS)
+    assert [o.name for o in eff.graph.output] == list(NMS_OUTPUTS) + [MAX_SCORE_OUTPUT]
     opsets = {kind: [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")][0]
               for kind, m in (("efficient", eff), ("onnx", onx))}
     assert opsets == {"efficient": 9, "onnx": 11}  # ONNX NMS needs 11; the plugin graph keeps the model's 9

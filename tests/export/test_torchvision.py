@@ -363,7 +363,7 @@ def _ort(path: Path, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
 
 
 def _nms_outputs(outputs: Sequence[np.ndarray], image: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    num, boxes, scores, classes = outputs
+    num, boxes, scores, classes = outputs[:4]  # the four NMS outputs; max_score follows them
     n = int(num[image, 0])
     return boxes[image, :n], scores[image, :n], classes[image, :n]
 

@@ -206,7 +206,7 @@ def test_anchor_configs(tmp_path):
         build_model("yolov3", num_classes=2, input_size=[128, 128], width=0.25, anchors=flat[:4])
     with pytest.raises(ModelError, match="positive"):
         build_model("yolov2", num_classes=2, input_size=[128, 128], width=0.25, anchors=[[10, -1]])
-    with pytest.raises(ModelError, match="unknown YOLO loss options"):
+    with pytest.raises(ModelError, match=r"unknown --model-arg loss\.bogus for yolov2; options: "):
         build_model("yolov2", num_classes=2, input_size=[128, 128], width=0.25, loss={"bogus": 1})
     with pytest.raises(ValueError, match="ignore_thresh"):
         YoloLossConfig(ignore_thresh=1.5).validate()

@@ -276,3 +276,33 @@ def test_recompute_batchnorm_gives_the_plain_mean_of_the_batches():
     torch.testing.assert_close(bn.running_var, expected_var)
     assert bn.momentum == 0.03 and not model.training  # settings restored
     assert recompute_batchnorm(nn.Conv2d(1, 1, 1), batches, forward=lambda x: x) == 0
+
+
+def test_history_plot_names_its_split_and_counts_whole_epochs():
+    """The mAP panel says which split its figures come from (the run's validation split, whatever its
+    name), and both epoch axes tick at whole epochs only (a 3-epoch run has no epoch 1.5)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    h = History()
+    for e in (1, 2, 3):
+        h.add({"epoch": e, "loss": 3.0 - e / 2, "map50": 0.1 * e, "map50_95": 0.05 * e})
+    fig = h.figure("t", split="test")
+    try:
+        ax_loss, ax_map = fig.axes
+        assert [t.get_text() for t in ax_map.get_legend().get_texts()] == ["val mAP50 (split: test)",
+                                                                          "val mAP50-95 (split: test)"]
+        assert ax_map.get_ylabel() == "validation mAP (split: test)"
+        for ax in (ax_loss, ax_map):
+            fig.canvas.draw()
+            lo, hi = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+            assert ax.get_xlabel() == "epoch"
+    finally:
+        plt.close(fig)
+    fig = h.figure()
+    try:
+        assert fig.axes[1].get_legend().get_texts()[0].get_text() == "val mAP50 (split: val)"
+    finally:
+        plt.close(fig)

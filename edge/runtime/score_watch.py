@@ -43,6 +43,16 @@ def suggested_threshold(score: float) -> float:
     return float(f"{value:.3g}")
 
 
+def _below(peak: float, bound: float) -> str:
+    """``peak`` with 3 significant digits, or as many more as it takes to print it below ``bound``
+    (0.99998 against --conf 0.99999 reads "0.99998", not "1")."""
+    for digits in range(3, 10):
+        text = f"{peak:.{digits}g}"
+        if float(text) < bound:
+            return text
+    return repr(float(peak))
+
+
 def no_detections_message(frames: int, peak: Optional[float], graph_threshold: Optional[float], conf: float,
                           stream: str = "") -> str:
     """The one line of ``ScoreWatch``'s warning (see the module docstring)."""
@@ -57,10 +67,10 @@ def no_detections_message(frames: int, peak: Optional[float], graph_threshold: O
                 f"max_score output), {check}")
     if graph_threshold is not None and peak < graph_threshold:  # NMS inside the graph dropped everything
         also = f" (and --conf {conf:g} above it)" if conf > graph_threshold else ""
-        return (f"{head}: max score {peak:.3g} < {graph}{also}; re-run edge surgery on the pre-NMS model with "
+        return (f"{head}: max score {_below(peak, graph_threshold)} < {graph}{also}; re-run edge surgery on the pre-NMS model with "
                 f"--score-threshold {suggested_threshold(peak):g} (--conf can only raise it), {check}")
     if conf > 0 and peak < conf:
-        return f"{head}: max score {peak:.3g} < --conf {conf:g}; lower it with --conf {suggested_threshold(peak):g}, {check}"
+        return f"{head}: max score {_below(peak, conf)} < --conf {conf:g}; lower it with --conf {suggested_threshold(peak):g}, {check}"
     if graph_threshold is None:
         conf_part = f" or --conf {conf:g}" if conf > 0 else ""
         return (f"{head}: max score {peak:.3g} did not pass {graph}{conf_part}; lower it (edge surgery "

@@ -191,6 +191,7 @@ def test_api_contract_a_tensorrt_engine_carries_max_score_as_its_fifth_binding(t
                        "model with --score-threshold 0.04"),
     (0.1, 0.25, 0.5, "max score 0.1 < score threshold 0.25 (the graph's) (and --conf 0.5 above it)"),
     (0.3, 0.25, 0.5, "max score 0.3 < --conf 0.5; lower it with --conf 0.29"),
+    (0.99998, 0.3, 0.99999, "max score 0.99998 < --conf 0.99999; lower it with --conf 0.9"),
     (0.05, None, 0.0, "max score 0.05 did not pass the graph's score threshold (not recorded in its sidecar)"),
     (0.3, 0.25, 0.0, "although the max score 0.3 reached score threshold 0.25 (the graph's): were they dropped "
                      "as invalid"),

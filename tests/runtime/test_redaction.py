@@ -48,6 +48,18 @@ def test_redact_uri_masks_the_password_and_keeps_the_rest():
         assert redact_uri(plain) == plain
 
 
+def test_redact_uri_masks_secret_query_parameters():
+    url = (f"https://cam.example/live.m3u8?channel=2&token={SECRET}&X-Amz-Signature={SECRET}"
+           f";api_key={SECRET}#t=1")
+    assert redact_uri(url) == "https://cam.example/live.m3u8?channel=2&token=***&X-Amz-Signature=***;api_key=***#t=1"
+    assert redact_uri(f"rtsp://u:{SECRET}@cam/s?Password={SECRET}") == "rtsp://u:***@cam/s?Password=***"
+    text = f"cannot open 'http://h/v.mjpg?access_token={SECRET}': timed out"
+    assert redact_uri(text) == "cannot open 'http://h/v.mjpg?access_token=***': timed out"
+    # parameters that are not secrets, and names that only contain a secret key's name, stay
+    for plain in ("http://h/v?keyframe=1&monkey=2", "rtsp://cam/s?transport=tcp&latency=200"):
+        assert redact_uri(plain) == plain
+
+
 def test_source_spec_and_sources_describe_without_the_secret():
     spec = parse_source(f"rtsp://admin:{SECRET}@127.0.0.1:9/live?transport=tcp")
     for text in (str(spec), repr(spec), spec.describe(), open_source(spec).describe()):

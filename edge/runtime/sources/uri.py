@@ -3,7 +3,7 @@
 Also ``camera_spec`` (``--camera N``), the ``WIDTHxHEIGHT`` size parser behind ``SourceSpec.size``, the
 source kinds and the image suffixes that make a path an image source, and ``redact_uri``: the one way a
 source is shown to a person or stored (logs, errors, stats), with the password of ``rtsp://user:pw@host``
-masked. Only the stream itself (``RtspSource.stream_url``) gets the URI with its credentials.
+and secret query parameters (``?token=...``) masked. Only the stream itself (``RtspSource.stream_url``) gets the URI with its credentials.
 """
 
 from __future__ import annotations
@@ -38,12 +38,24 @@ def _redact_authority(m: "re.Match[str]") -> str:
     return f"{scheme}{masked}@{host}"
 
 
+# query parameters that carry a secret (signed URLs, stream tokens, API keys): their values are masked
+SECRET_QUERY_KEYS = (
+    "token", "access_token", "auth", "authorization", "auth_token", "password", "passwd", "pwd", "pass", "secret",
+    "key", "api_key", "apikey", "sig", "signature", "credential", "credentials", "session", "sessionid",
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential",
+)
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;](?:" + "|".join(re.escape(k) for k in SECRET_QUERY_KEYS) + r")=)([^&;#\s'\"]+)"
+)
+
+
 def redact_uri(text: str) -> str:
-    """``text`` with the userinfo of every URL in it masked: ``rtsp://user:secret@cam/s`` ->
-    ``rtsp://user:***@cam/s`` (the user name kept, the password masked); a userinfo without a password
-    (``https://TOKEN@host``) is masked whole. Works on a bare URI and on a message quoting URIs; text
-    without ``scheme://...@`` is returned unchanged."""
-    return _URL_AUTHORITY.sub(_redact_authority, str(text))
+    """``text`` with the secrets of every URL in it masked: the userinfo (``rtsp://user:secret@cam/s`` ->
+    ``rtsp://user:***@cam/s``, the user name kept; a userinfo without a password, ``https://TOKEN@host``, is
+    masked whole) and the values of secret query parameters (``?token=...``, ``&api_key=...``,
+    ``X-Amz-Signature=...``: ``SECRET_QUERY_KEYS``). Works on a bare URI and on a message quoting URIs;
+    text with neither is returned unchanged."""
+    return _SECRET_QUERY.sub(lambda m: m.group(1) + REDACTED, _URL_AUTHORITY.sub(_redact_authority, str(text)))
 
 
 def _parse_size(text: str, what: str) -> Tuple[int, int]:

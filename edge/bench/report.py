@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Union
 
+from edge.artifacts import atomic_open, atomic_write_text
 from edge.errors import EdgeError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -198,7 +199,8 @@ def chart_png(doc: Dict[str, Any], path: Union[str, Path], *, dpi: int = 110) ->
                      f"load {', '.join(str(v) for v in (m.get('load_average') or []))}", fontsize=9)
         fig.tight_layout()
         out = Path(path)
-        fig.savefig(str(out), dpi=dpi)
+        with atomic_open(out, "wb", what="bench chart") as fh:
+            fig.savefig(fh, format="png", dpi=dpi)
     finally:
         plt.close(fig)
     return out
@@ -209,7 +211,7 @@ def write_reports(doc: Dict[str, Any], out_dir: Union[str, Path], stem: str = "b
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / f"{stem}.md"
-    md.write_text(markdown_report(doc), encoding="utf-8")
+    atomic_write_text(md, markdown_report(doc), what="bench report")
     png = chart_png(doc, out / f"{stem}.png")
     log.info("wrote %s and %s", md, png)
     return {"markdown": md, "chart": png}

@@ -21,12 +21,12 @@ normalization is written beside the model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, List, Tuple, Union
 
 import numpy as np
 
+from edge.artifacts import atomic_write_bytes, atomic_write_json
 from edge.model_input import LAYOUT_UINT8_NHWC_BGR, LAYOUTS
 from edge.ort import import_onnx
 
@@ -88,7 +88,7 @@ def red_box_model(
     model.ir_version = min(model.ir_version, 8)
     onnx.checker.check_model(model)
     path = Path(path)
-    onnx.save(model, str(path))
+    atomic_write_bytes(path, model.SerializeToString())
     _write_sidecar(path, h, w, layout)
     return path
 
@@ -211,7 +211,7 @@ def _write_sidecar(path: Path, h: int, w: int, layout: str) -> None:
         "pad_value": 114,
         "synthetic": "red_box",
     }
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(path.with_suffix(".json"), sidecar)
 
 
 def draw_red_box(frame: np.ndarray, box: Tuple[int, int, int, int]) -> np.ndarray:

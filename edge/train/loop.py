@@ -344,13 +344,12 @@ class _Trainer:
         if self.ctx.distributed:
             broadcast_buffers(self.model, self.ctx)
         if cfg.rank_hash_dir:
-            import json
+            from edge.artifacts import atomic_write_json
 
-            Path(cfg.rank_hash_dir).mkdir(parents=True, exist_ok=True)
             hashes = state_hashes(self.model)
             hashes.update({"rank": self.ctx.rank, "world_size": self.ctx.world_size,
                            "iteration": self.schedule.iteration})
-            (Path(cfg.rank_hash_dir) / f"rank{self.ctx.rank}.json").write_text(json.dumps(hashes))
+            atomic_write_json(Path(cfg.rank_hash_dir) / f"rank{self.ctx.rank}.json", hashes, what="--rank-hash-dir")
         wall = time.perf_counter() - t0
         if self.main:
             log.info("done: %d epochs in %s; %s", cfg.epochs, format_duration(wall), self.out)

@@ -29,6 +29,22 @@ def test_reports_markdown_and_png(doc, tmp_path):
     assert img.std() > 10  # drawn, not blank
 
 
+def test_reports_are_written_whole_or_not_at_all(doc, tmp_path):
+    """A folder where the chart should go: one clear error naming it, the earlier report intact, no temporary
+    file left behind."""
+    from edge.errors import OutputError
+
+    out = tmp_path / "rep"
+    write_reports(doc, out)
+    before = (out / "bench.md").read_text()
+    (out / "bench.png").unlink()
+    (out / "bench.png").mkdir()
+    with pytest.raises(OutputError, match="bench.png"):
+        write_reports(doc, out)
+    assert (out / "bench.md").read_text() == before
+    assert sorted(p.name for p in out.iterdir()) == ["bench.md", "bench.png"]
+
+
 def test_report_of_several_models_labels_each(doc, tmp_path):
     other = json.loads(json.dumps(doc["cases"][0]))
     other.update(model_name="red.int8.onnx", precision="int8", input=[320, 320], e2e_fps=12.5)

@@ -16,7 +16,8 @@ standard ONNX domain, so the file loads in any ``onnxruntime.InferenceSession`` 
   sigmoid/softmax and NMS stay float as in every target;
 * the in-graph input preprocessing (uint8 -> float, channel swap, scale/offset) is folded into the first
   convolution's weights when that is exact (``fold_input_preprocessing``): the first layer then reads raw
-  pixel values, quantized with scale 1 and zero point 0, which is exact for a uint8 input.
+  pixel values, quantized with scale 1 and zero point 0, which is exact for a uint8 input (a mean offset
+  in front of a padded first convolution stays as one Add, and calibration sets that input's range).
 
 Calibration, the accuracy gate and the sidecar are those of the TensorRT target (``Int8Quantizer``, whose
 hooks this subclass fills); ranges are asymmetric (uint8 activations with a zero point).
@@ -170,8 +171,10 @@ def fold_input_preprocessing(model: Any) -> Optional[Dict[str, Any]]:
     Add/Sub of an offset; Cast and Transpose stay) into its weights and bias, in place.
 
     Exact: a channel permutation and a per-channel scale move into the weights; an offset moves into the
-    bias only when the convolution does not pad (a padded border would see the offset). Returns what was
-    folded (``None`` and the model untouched when there is nothing to fold or it cannot be exact).
+    bias when the convolution does not pad. When it pads, the zero border must not see the offset: it stays
+    as one Add right before the convolution, divided by the scale (``x * s + b = s * (x + b / s)``), and
+    only the channel swap and the scale are folded. Returns what was folded (``None`` and the model
+    untouched when there is nothing to fold or it cannot be exact).
     """
     from onnx import numpy_helper
 
@@ -186,15 +189,17 @@ def fold_input_preprocessing(model: Any) -> Optional[Dict[str, Any]]:
     attrs = {a.name: a for a in conv.attribute}
     pads = list(attrs["pads"].ints) if "pads" in attrs else []
     auto_pad = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
-    if np.any(chain.b) and (any(pads) or auto_pad not in ("NOTSET", "VALID")):
-        return None  # the offset would also have to apply to the padded border
+    keep_offset = bool(np.any(chain.b)) and (any(pads) or auto_pad not in ("NOTSET", "VALID"))
+    if keep_offset and not np.all(chain.a):
+        return None
     weight = consts[conv.input[1]].astype(np.float64)
     folded = np.zeros_like(weight)
     for c in range(channels):
         folded[:, chain.src[c]] = weight[:, c] * chain.a[c]
     bias = consts[conv.input[2]].astype(np.float64) if len(conv.input) > 2 and conv.input[2] else \
         np.zeros(weight.shape[0])
-    bias = bias + np.einsum("ochw,c->o", weight, chain.b)
+    if not keep_offset:
+        bias = bias + np.einsum("ochw,c->o", weight, chain.b)
     dtype = consts[conv.input[1]].dtype
     w_name, b_name = f"{conv.name}_weight_folded", f"{conv.name}_bias_folded"
     model.graph.initializer.extend([numpy_helper.from_array(folded.astype(dtype), w_name),
@@ -211,9 +216,26 @@ def fold_input_preprocessing(model: Any) -> Optional[Dict[str, Any]]:
     stale = {n.output[0] for n in chain.removed}
     for vi in [v for v in model.graph.value_info if v.name in stale]:
         model.graph.value_info.remove(vi)
+    if keep_offset:
+        _offset_before(model, conv, chain, dtype)
     _drop_unused_initializers(model)
     return {"folded_ops": [n.op_type for n in chain.removed][::-1], "into": conv.name,
-            "input_tensor": str(conv.input[0]), "raw_uint8_input": bool(raw_uint8 and not np.any(chain.b))}
+            "input_tensor": str(conv.input[0]), "offset_kept_before_conv": keep_offset,
+            "raw_uint8_input": bool(raw_uint8 and not np.any(chain.b))}
+
+
+def _offset_before(model: Any, conv: Any, chain: _Chain, dtype: Any) -> None:
+    """Insert ``Add(x, b / a)`` (per channel, in the order of the convolution's new input) before ``conv``."""
+    from onnx import helper, numpy_helper
+
+    offset = np.zeros(len(chain.src))
+    offset[chain.src] = chain.b / chain.a
+    k_name, out = f"{conv.name}_input_offset_value", f"{conv.name}_input_offset"
+    model.graph.initializer.append(numpy_helper.from_array(offset.reshape(1, -1, 1, 1).astype(dtype), k_name))
+    add = helper.make_node("Add", [conv.input[0], k_name], [out], name=f"{conv.name}_input_offset")
+    conv.input[0] = out
+    index = list(model.graph.node).index(conv)
+    model.graph.node.insert(index, add)
 
 
 def _drop_unused_initializers(model: Any) -> None:
@@ -319,7 +341,9 @@ class OrtCpuQuantizer(Int8Quantizer):
         kept.append("the input preprocessing: " + (
             f"folded into {self.folded['into']} ({', '.join(self.folded['folded_ops'])}), which reads "
             + ("raw uint8 pixels quantized exactly (scale 1, zero point 0)" if self.folded["raw_uint8_input"]
-               else "the cast input") if self.folded else "float, not folded (not exactly foldable)"))
+               else "the cast input" + (" plus a per-channel offset (one float Add; the conv pads)"
+                                        if self.folded["offset_kept_before_conv"] else ""))
+            if self.folded else "float, not folded (not exactly foldable)"))
         return {
             "target": "onnxruntime",
             "format": "QDQ (QuantizeLinear/DequantizeLinear, ONNX standard domain), in the form ONNX Runtime's "

@@ -242,10 +242,6 @@ class Int8Quantizer:
                 "nodes_to_quantize": list(chosen),
                 "nodes_to_exclude": [n.name for n in self.model.graph.node if n.name not in set(chosen)]}
 
-    def _finish(self, quantized: Any) -> Any:
-        """The quantized graph as handed over (here: as ONNX Runtime wrote it)."""
-        return quantized
-
     # -- quantization ----------------------------------------------------------------------------
     def _method(self) -> Any:
         q = _ort_quantization()
@@ -350,7 +346,7 @@ class Int8Quantizer:
                 **self._static_options(chosen), **kwargs)
         out = onnx.load(str(out_path))
         out_path.unlink()
-        return self._finish(out)
+        return out
 
 
 def _ort_version() -> str:

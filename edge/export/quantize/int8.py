@@ -77,12 +77,16 @@ def check_trt_qdq(model: Any) -> None:
 
 
 def qdq_summary(model: Any) -> Dict[str, Any]:
-    """What a Q/DQ graph quantizes: weighted nodes with a dequantized activation input, Q/DQ counts."""
+    """What a Q/DQ graph quantizes: weighted nodes whose activation and weight inputs are both dequantized
+    (a float layer may read a dequantized activation), Q/DQ counts."""
     producer = {o: n for n in model.graph.node for o in n.output}
+
+    def dequantized(t: str) -> bool:
+        return producer.get(t) is not None and producer[t].op_type == "DequantizeLinear"
+
     quantized = []
     for n in model.graph.node:
-        if n.op_type in WEIGHTED_OPS and n.input and producer.get(n.input[0]) is not None \
-                and producer[n.input[0]].op_type == "DequantizeLinear":
+        if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and dequantized(n.input[0]) and dequantized(n.input[1]):
             quantized.append(n.name)
     ops = [n.op_type for n in model.graph.node]
     return {"quantize_linear": ops.count("QuantizeLinear"), "dequantize_linear": ops.count("DequantizeLinear"),
@@ -159,8 +163,10 @@ class Int8Quantizer:
                 "pip install -U 'onnxruntime>=1.15' on the machine that quantizes (a desktop is fine)")
         if int(entropy_bins) < 2 * QUANTIZED_BINS:
             raise EdgeError(f"entropy_bins must be >= {2 * QUANTIZED_BINS}, got {entropy_bins}")
+        self.batches = [np.ascontiguousarray(b) for b in batches]
         work = prepare_model(model, QDQ_MIN_OPSET if per_channel else 0)
         check_pre_nms(work)
+        work = self._prepare_graph(work)
         self.model = work
         self.partition = partition_graph(work)
         self.method = method
@@ -168,7 +174,6 @@ class Int8Quantizer:
             if method == "percentile" else None
         self.per_channel = bool(per_channel)
         self.entropy_bins = int(entropy_bins)
-        self.batches = [np.ascontiguousarray(b) for b in batches]
         inits = {i.name for i in work.graph.initializer}
         self.input_name = [i.name for i in work.graph.input if i.name not in inits][0]
         self._ops = sorted({n.op_type for n in work.graph.node if n.name in set(self.partition.weighted)})
@@ -219,6 +224,23 @@ class Int8Quantizer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    # -- what a subclass changes (the ONNX Runtime CPU target: edge.export.quantize.ort_cpu) -------
+    def _prepare_graph(self, work: Any) -> Any:
+        """The graph calibrated and quantized, from the prepared source graph (here: unchanged)."""
+        return work
+
+    def _calibrated_ops(self) -> Sequence[str]:
+        """Op types whose input and output ranges calibration records."""
+        return list(self._ops)
+
+    def _static_options(self, chosen: Sequence[str]) -> Dict[str, Any]:
+        """The ``quantize_static`` arguments that set the form: format, types, ops and nodes quantized."""
+        q = _ort_quantization()
+        return {"quant_format": q.QuantFormat.QDQ, "op_types_to_quantize": list(self._ops),
+                "activation_type": q.QuantType.QInt8, "weight_type": q.QuantType.QInt8,
+                "nodes_to_quantize": list(chosen),
+                "nodes_to_exclude": [n.name for n in self.model.graph.node if n.name not in set(chosen)]}
 
     # -- quantization ----------------------------------------------------------------------------
     def _method(self) -> Any:
@@ -277,7 +299,7 @@ class Int8Quantizer:
         start = time.perf_counter()
         with self._ort_step("calibration"):
             calibrator = q.create_calibrator(
-                self._model_path, list(self._ops),
+                self._model_path, list(self._calibrated_ops()),
                 augmented_model_path=str(Path(self._tmp.name) / "augmented.onnx"),
                 calibrate_method=self._method(), extra_options=self.calibrator_options())
             # a few batches at a time: ONNX Runtime's calibrators hold every intermediate output of
@@ -310,7 +332,6 @@ class Int8Quantizer:
             out.CopyFrom(self.model)
             return out
         self.calibrate()
-        exclude = [n.name for n in self.model.graph.node if n.name not in set(chosen)]
         out_path = Path(self._tmp.name) / "quantized.onnx"
         if self._cache_supported:
             kwargs: Dict[str, Any] = {"calibration_cache_path": str(self._cache_path)}
@@ -320,12 +341,9 @@ class Int8Quantizer:
             reader = _Reader(self.input_name, self.batches)
         with self._ort_step("quantization"):
             q.quantize_static(
-                str(self._model_path), str(out_path), reader,
-                quant_format=q.QuantFormat.QDQ, op_types_to_quantize=list(self._ops),
-                per_channel=self.per_channel, reduce_range=False,
-                activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                nodes_to_quantize=chosen, nodes_to_exclude=exclude, calibrate_method=self._method(),
-                extra_options=self.extra_options(), **kwargs)
+                str(self._model_path), str(out_path), reader, per_channel=self.per_channel, reduce_range=False,
+                calibrate_method=self._method(), extra_options=self.extra_options(),
+                **self._static_options(chosen), **kwargs)
         out = onnx.load(str(out_path))
         out_path.unlink()
         return out

@@ -30,6 +30,7 @@ from edge.export.quantize.int8 import (
     check_trt_qdq,
     qdq_summary,
 )
+from edge.export.quantize.ort_cpu import TARGETS, check_ort_cpu_graph, quantizer_class
 from edge.export.quantize.partition import (
     GraphPartition,
     check_pre_nms,
@@ -47,6 +48,10 @@ MIN_CALIBRATION_IMAGES = 32
 PathLike = Union[str, "os.PathLike[str]"]
 
 PRECISIONS = ("int8", "fp16")
+#: the calibration method of each --target when none is given: entropy as TensorRT's calibrator; percentile
+#: for ONNX Runtime's uint8 activations (asymmetric ranges; on the bundled model: +0.02 mAP50 points on BCCD
+#: test, minmax -0.22, entropy -0.90, see benchmarks/RESULTS.md)
+DEFAULT_METHODS = {"tensorrt": "entropy", "onnxruntime": "percentile"}
 
 
 @dataclass
@@ -54,7 +59,8 @@ class QuantizeConfig:
     """Options of one ``edge quantize`` run.
 
     precision: "int8" (explicit Q/DQ) or "fp16".
-    method: INT8 calibration: "entropy" (KL divergence, TensorRT's default), "percentile" or "minmax".
+    method: INT8 calibration: "entropy" (KL divergence, TensorRT's default), "percentile" or "minmax"; None:
+        the target's default (``DEFAULT_METHODS``: entropy for tensorrt, percentile for onnxruntime).
     percentile: with "percentile": the kept share of |activations|, in percent (99.999 by default).
     per_channel: per-output-channel weight scales (on: what TensorRT expects).
     calib_batch: images per calibration batch (must equal a fixed batch of the graph).
@@ -63,10 +69,12 @@ class QuantizeConfig:
         "fp16" or "fp32".
     decode_tolerance_px: see ``decode``.
     entropy_bins: histogram bins of the entropy method (2048, as TensorRT's calibrator).
+    target: the INT8 form: "tensorrt" (explicit symmetric int8 Q/DQ, what TensorRT fuses) or "onnxruntime"
+        (uint8-activation QDQ that ONNX Runtime's CPU provider fuses into integer kernels; ``ort_cpu``).
     """
 
     precision: str = "int8"
-    method: str = "entropy"
+    method: Optional[str] = "entropy"
     percentile: Optional[float] = None
     per_channel: bool = True
     calib_batch: int = 1
@@ -74,10 +82,15 @@ class QuantizeConfig:
     decode: str = "auto"
     decode_tolerance_px: float = DEFAULT_DECODE_TOLERANCE_PX
     entropy_bins: int = 2048
+    target: str = "tensorrt"
 
     def validate(self) -> QuantizeConfig:
         if self.precision not in PRECISIONS:
             raise EdgeError(f"--precision {self.precision!r} is not one of {list(PRECISIONS)}")
+        if self.target not in TARGETS:
+            raise EdgeError(f"--target {self.target!r} is not one of {list(TARGETS)}")
+        if self.method is None:
+            self.method = DEFAULT_METHODS[self.target]
         if self.method not in METHODS:
             raise EdgeError(f"--method {self.method!r} is not one of {list(METHODS)}")
         if self.percentile is not None:
@@ -95,6 +108,10 @@ class QuantizeConfig:
             raise EdgeError(f"decode tolerance must be a positive number of pixels, got {self.decode_tolerance_px}")
         if int(self.entropy_bins) < 256:
             raise EdgeError(f"entropy bins must be >= 256, got {self.entropy_bins}")
+        if self.target != "tensorrt" and self.precision != "int8":
+            raise EdgeError(f"--target {self.target} picks the INT8 form; --precision {self.precision} has one form "
+                            "for every runtime: drop --target (and note that ONNX Runtime's CPU runs an fp16 graph "
+                            "slower than FP32)")
         self.keep_float = [str(n) for n in self.keep_float]
         return self
 
@@ -221,12 +238,20 @@ def _warn_few_calibration_images(images: int) -> None:
                     images, MIN_CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES)
 
 
+def _check_form(int8_model: Any, target: str) -> None:
+    """The INT8 graph is in its target's form: TensorRT's Q/DQ, or standard ops in a plain CPU session."""
+    if target == "onnxruntime":
+        check_ort_cpu_graph(int8_model)
+    else:
+        check_trt_qdq(int8_model)
+
+
 def _int8_graph(quantizer: Int8Quantizer, model: Any, samples: Sequence[np.ndarray], config: QuantizeConfig) -> Any:
-    """The INT8 graph (``config.keep_float`` in float), checked (ONNX checker, outputs, TensorRT's Q/DQ form)
+    """The INT8 graph (``config.keep_float`` in float), checked (ONNX checker, outputs, its target's form)
     and its output errors against FP32 logged."""
     int8_model = quantizer.quantize(keep_float=config.keep_float)
     _check_output(int8_model, model, samples, "INT8")
-    check_trt_qdq(int8_model)
+    _check_form(int8_model, config.target)
     ref = run_outputs(model, samples)
     int8_err = output_errors(run_outputs(int8_model, samples), ref)
     log.info("INT8 graph vs FP32 on %d calibration batch(es): max box error %.3g px, max score error %.3g",
@@ -294,6 +319,7 @@ def _quantization_block(choice: _Choice, precision: str, config: QuantizeConfig,
         "requested": config.precision,
         "decision": decision,
         "form": "qdq" if precision == "int8" else "fp16",
+        "target": config.target if precision == "int8" else None,
         "source_onnx": src.name,
         "source_onnx_sha256": source_sha,
         "graph": partition.to_dict(),
@@ -382,8 +408,9 @@ def quantize_file(
     try:
         int8_model = None
         if config.precision == "int8":
-            quantizer = Int8Quantizer(model, batches, method=config.method, percentile=config.percentile,
-                                      per_channel=config.per_channel, entropy_bins=config.entropy_bins)
+            quantizer = quantizer_class(config.target)(
+                model, batches, method=config.method, percentile=config.percentile,
+                per_channel=config.per_channel, entropy_bins=config.entropy_bins)
             int8_model = _int8_graph(quantizer, model, samples, config)
         if gate is not None:
             choice = _gated_choice(model, fp16, quantizer, config, gate, sidecar=sidecar, calib=calib, src=src,
@@ -397,7 +424,10 @@ def quantize_file(
     decision, chosen = choice.decision, choice.model
     precision = "int8" if decision in ("int8", "int8-mixed", "unverified-int8") else "fp16"
     if precision == "int8":
-        check_trt_qdq(chosen)
+        _check_form(chosen, config.target)
+    elif config.target == "onnxruntime" and decision == "fp16-fallback":
+        log.warning("the gate fell back to FP16, which ONNX Runtime's CPU runs slower than FP32: for the "
+                    "onnxruntime target keep the FP32 graph, or raise --max-drop / --keep-float a layer instead")
     chosen.producer_name = "edge quantize"
     data = chosen.SerializeToString()
     block = _quantization_block(choice, precision, config, src=src, source_sha=source_sha, partition=partition,

@@ -170,6 +170,14 @@ def plan_engines(cfg: EngineBuildConfig, info: OnnxInfo, sidecar: Dict[str, Any]
                  caps: TrtCapabilities, onnx_sha256: str) -> List[EnginePlan]:
     """The engines this build will produce, with keys, before touching TensorRT."""
     cfg.validate()
+    quant = sidecar.get("quantization") or {}
+    if quant.get("target") == "onnxruntime":
+        raise EdgeError(
+            f"{info.path} is edge quantize's ONNX Runtime CPU form (--target onnxruntime: uint8 activations, "
+            "preprocessing folded into the first convolution), not TensorRT's Q/DQ form: TensorRT does not build "
+            "it. Quantize the pre-NMS graph again with --target tensorrt (the default), run edge surgery on "
+            "that, and build the result"
+        )
     if info.has_onnx_nms and not caps.onnx_nms_import:
         raise EdgeError(
             f"{info.path} uses ONNX NonMaxSuppression, which TensorRT imports only from 8.6; this is "

@@ -446,6 +446,19 @@ def test_build_refuses_class_agnostic_on_trt85_dry_run_and_build(tmp_path, caplo
     assert not (tmp_path / "e").exists()
 
 
+def test_build_refuses_the_onnxruntime_int8_form(tmp_path, caplog):
+    """``edge quantize --target onnxruntime`` writes ONNX Runtime's CPU form (uint8 QLinear-style Q/DQ, folded
+    preprocessing): the sidecar says so, and edge build refuses it before TensorRT does, with the fix."""
+    path = _conv_model(tmp_path / "ort.onnx")
+    path.with_suffix(".json").write_text(json.dumps({"quantization": {"precision": "int8", "target": "onnxruntime"}}))
+    rc = edge_main(["build", str(path), "--dry-run", "--trt-version", "10.3", "--device-name", "Orin",
+                    "--device-sm", "8.7", "--out", str(tmp_path / "e")])
+    assert rc == 2 and "--target onnxruntime" in caplog.text and "--target tensorrt (the default)" in caplog.text
+    with pytest.raises(EdgeError, match="ONNX Runtime CPU form"):
+        build_engines(EngineBuildConfig(str(path), out_dir=str(tmp_path / "e")), make_tensorrt("10.3.0"), ORIN)
+    assert not (tmp_path / "e").exists()
+
+
 # --- issue 12: --precision best on a graph without INT8 scales ---------------------------------------
 
 

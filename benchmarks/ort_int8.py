@@ -42,17 +42,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from edge.bench.machine import cpu_model  # noqa: E402
+
 log = logging.getLogger("ort_int8")
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_flags() -> List[str]:
@@ -203,7 +196,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sample = OnnxPreNmsPredictor(fp32, sidecar=sidecar, threads=1).prepare(read_image(dataset.records[0].path))[0]
 
     report: Dict[str, Any] = {
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "flags": cpu_flags(),
                     "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
         "fp32": {"path": str(fp32_path), "sha256": sha256_file(fp32_path)},
         "int8": {"path": str(int8_path), "sha256": sha256_file(int8_path), "target": target,

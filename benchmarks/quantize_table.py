@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -40,17 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from edge.bench.machine import cpu_model  # noqa: E402
+
 log = logging.getLogger("quantize_table")
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def latency_ms(model: Any, sample: np.ndarray, threads: int, warmup: int, runs: int) -> Dict[str, float]:
@@ -120,12 +112,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     import onnxruntime
 
     from edge.artifacts import atomic_write_json, read_sidecar, sha256_file
-    from edge.data.calibration import ImageBatcher, calibration_source
-    from edge.model_input import model_input_format
     from edge.data import load_dataset
+    from edge.data.calibration import ImageBatcher, calibration_source
     from edge.data.images import read_image
     from edge.export.quantize import Int8Quantizer, build_fp16, name_nodes
     from edge.export.quantize.gate import GateConfig, run_gate
+    from edge.model_input import model_input_format
 
     model_path = Path(args.model)
     model = onnx.load(str(model_path))
@@ -200,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"Calibration: {calib.describe()}, {batcher.num_images} images, list sha256 {batcher.list_sha256()[:12]}.",
         f"Gate: split `{args.gate_split}`, budget {args.max_drop:g} mAP50 points." if gate_cfg else "Gate: not run.",
         f"Latency: ONNX Runtime {onnxruntime.__version__} CPUExecutionProvider, batch 1, {args.threads} intra-op "
-        f"threads, median (p90) of {args.runs} runs after {args.warmup} warm-up runs, on {cpu_name()} "
+        f"threads, median (p90) of {args.runs} runs after {args.warmup} warm-up runs, on {cpu_model()} "
         f"({os.cpu_count()} CPUs). The INT8 Q/DQ graphs are TensorRT's form (simulated quantization on this CPU).",
         "",
         "| precision | mAP50 | mAP50-95 | ΔmAP50 (points) | ORT CPU latency, ms | gate decision |",
@@ -218,7 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         atomic_write_json(args.json, {"model": str(model_path), "data": args.data, "split": args.split,
                                       "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
-                                      "cpu": cpu_name(), "onnxruntime": onnxruntime.__version__,
+                                      "cpu": cpu_model(), "onnxruntime": onnxruntime.__version__,
                                       "calibration": {"source": calib.describe(), "images": batcher.num_images},
                                       "fp16": fp16.report, "rows": rows, "gate_reports": gate_reports})
     return 0

@@ -66,6 +66,8 @@ class TrainConfig:
             named in a warning).
         resume: checkpoint to resume from (set by ``--resume``).
         rank_hash_dir: debug; every process writes the sha256 of its final weights there.
+        recipe: the family recipe that filled in defaults, ``{"name", "applied": {field: value}}``
+            (set by ``edge.train.recipes.config_from_flags``; None: none was applied).
     """
 
     model: str
@@ -112,6 +114,7 @@ class TrainConfig:
     strict: bool = False
     resume: Optional[str] = None
     rank_hash_dir: Optional[str] = None
+    recipe: Optional[Dict[str, Any]] = None
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -210,6 +213,8 @@ class TrainConfig:
             bad("limit", ">= 0 (0: all images)")
         if not isinstance(self.model_args, dict):
             bad("model_args", "a dict of build_model keyword arguments")
+        if self.recipe is not None and not isinstance(self.recipe, dict):
+            bad("recipe", "None or a dict with the recipe's name and the values it applied")
         return self
 
     def to_dict(self) -> Dict[str, Any]:

@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "anchors=auto (k-means on the training split; the YOLO recipes' default) "
                         "(VALUE is JSON when it parses, @FILE reads JSON from FILE)")
     p.add_argument("--augment", choices=("auto", "ssd", "light", "flip", "none"),
-                   help="augmentation preset (default auto: ssd for SSD, light for the others)")
+                   help="augmentation preset (default: the recipe's, light; auto: ssd for SSD, light for the others)")
     ms = p.add_mutually_exclusive_group()
     ms.add_argument("--multiscale", dest="multiscale", action="store_true", default=None,
                     help="multi-scale training (default: on for yolov2 only)")

@@ -96,19 +96,19 @@ class Recipe:
 RECIPES: Dict[str, Recipe] = {
     r.family: r.validate()
     for r in (
-        # the bundled model's recipe (edge/assets/bccd_yolov3-tiny_320.pt): test mAP50 0.838 on BCCD
+        # the bundled model's recipe (edge/assets/bccd_yolov3-tiny_320.pt, test mAP50 0.838 on BCCD)
         Recipe(name="yolov3-tiny/v1", family="yolov3-tiny", imgsz=320, epochs=60, batch=16,
                model_args={"width": 0.5}, anchors=AUTO,
-               measured="RESULTS.md, Training on BCCD: the bundled model"),
+               measured="RESULTS.md, Training on BCCD: default recipes"),
         # Darknet-53 x0.25, depth 0.34 at 256 px, 30 epochs: test mAP50 0.851 on BCCD
         Recipe(name="yolov3/v1", family="yolov3", imgsz=256, epochs=30, batch=16,
                model_args={"width": 0.25, "depth": 0.34}, anchors=AUTO,
-               measured="RESULTS.md, Training on BCCD: yolov3 longer run"),
-        # stride 32 only: 416 px puts BCCD's platelets (~39 px of 640) at ~25 px, 13 x 13 cells;
-        # multi-scale training (on for yolov2) draws 352..480
-        Recipe(name="yolov2/v1", family="yolov2", imgsz=416, epochs=60, batch=16,
+               measured="RESULTS.md, Training on BCCD: default recipes"),
+        # stride 32 only: 352 px puts BCCD's platelets (~39 px of 640) at ~22 px in 11 x 11 cells (at 256 they
+        # were ~16 px and never found); multi-scale training (on for yolov2) draws 288..416
+        Recipe(name="yolov2/v1", family="yolov2", imgsz=352, epochs=36, batch=16,
                model_args={"width": 0.25}, anchors=AUTO,
-               measured="not measured at this recipe (see RESULTS.md, Default recipes)"),
+               measured="RESULTS.md, Training on BCCD: default recipes"),
         # ResNet18 x0.5 + FPN 64; P3 anchors 16-25 px cover platelets (~20 px at 320)
         Recipe(name="retinanet/v1", family="retinanet", imgsz=320, epochs=40, batch=8,
                model_args={"variant": "small"},

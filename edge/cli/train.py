@@ -1,6 +1,7 @@
 """``edge train``: train a detector on a dataset YAML; checkpoints with a model card, history CSV/PNG.
 
-    edge train --model ssd --data data/bccd.yaml --imgsz 256 --epochs 60 --out runs/ssd
+    edge train --model retinanet --data data/bccd.yaml --out runs/retinanet   # the family's default recipe
+    edge train --model ssd --data data/bccd.yaml --imgsz 256 --epochs 60 --out runs/ssd  # flags win
     edge train --resume runs/ssd                       # continue runs/ssd/last.pt where it stopped
     torchrun --nproc_per_node 2 --no-python edge train --model yolov3-tiny --data data/bccd.yaml ...
 
@@ -24,24 +25,30 @@ ARCHS = ("ssd", "yolov2", "yolov3", "yolov3-tiny", "retinanet")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # Every option defaults to None here: the defaults live in edge.train.config.TrainConfig, and a
-    # resumed run must tell what the user actually typed from what the checkpoint says.
+    # Every option defaults to None here: the defaults live in the family's recipe (edge.train.recipes) and
+    # edge.train.config.TrainConfig, and a resumed run must tell what the user actually typed from what the
+    # checkpoint says.
     p = parser
     p.add_argument("--model", choices=ARCHS, help="detector family")
     p.add_argument("--help-model", action="store_true",
                    help="list the --model-arg options of --model (all families without it) with defaults; exit")
     p.add_argument("--data", metavar="DATA.yaml", help="dataset YAML (e.g. data/bccd.yaml)")
-    p.add_argument("--imgsz", type=int, metavar="S", help="square input size in pixels (default 320)")
-    p.add_argument("--epochs", type=int, metavar="N", help="training epochs (default 50)")
+    p.add_argument("--imgsz", type=int, metavar="S", help="square input size in pixels (default: the recipe's)")
+    p.add_argument("--epochs", type=int, metavar="N", help="training epochs (default: the recipe's)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/train-MODEL)")
     p.add_argument("--exist-ok", action="store_true", help="train into an --out that already holds a run")
-    p.add_argument("--batch", type=int, metavar="B", help="images per step per process (default 16)")
+    p.add_argument("--recipe", default="auto", metavar="NAME",
+                   help="defaults for every option not given: auto (the --model family's recipe, see the README's "
+                        "recipes table), a family name, or none (plain defaults: 320 px, 50 epochs, no EMA)")
+    p.add_argument("--batch", type=int, metavar="B", help="images per step per process (default: the recipe's)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.001 adamw, 0.01 sgd)")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), help="optimizer (default adamw)")
     p.add_argument("--weight-decay", type=float, help="weight decay (default 0.05 adamw, 5e-4 sgd)")
     p.add_argument("--schedule", choices=("cosine", "step"), help="learning-rate decay after warm-up (default cosine)")
     p.add_argument("--warmup-epochs", type=float, metavar="E", help="linear learning-rate warm-up (default 1)")
-    p.add_argument("--ema", action="store_true", default=None, help="keep an EMA of the weights (evaluated, saved)")
+    ema = p.add_mutually_exclusive_group()
+    ema.add_argument("--ema", action="store_true", default=None, help="keep an EMA of the weights (evaluated, saved)")
+    ema.add_argument("--no-ema", dest="ema", action="store_false", help="no EMA (the recipes turn it on)")
     p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default 0: in-process)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads per process (default: CPU share)")
     p.add_argument("--resume", nargs="?", const="", metavar="CKPT|DIR",
@@ -55,10 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="recompute BatchNorm statistics on N training images before each evaluation and "
                         "checkpoint (default 64; 0 off)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="build_model option, repeatable: backbone=resnet18, width=0.5, anchors=@anchors.json "
+                   help="build_model option, repeatable: backbone=resnet18, width=0.5, anchors=@anchors.json, "
+                        "anchors=auto (k-means on the training split; the YOLO recipes' default) "
                         "(VALUE is JSON when it parses, @FILE reads JSON from FILE)")
     p.add_argument("--augment", choices=("auto", "ssd", "light", "flip", "none"),
-                   help="augmentation preset (default auto: ssd for SSD, light for the others)")
+                   help="augmentation preset (default: the recipe's, light; auto: ssd for SSD, light for the others)")
     ms = p.add_mutually_exclusive_group()
     ms.add_argument("--multiscale", dest="multiscale", action="store_true", default=None,
                     help="multi-scale training (default: on for yolov2 only)")
@@ -147,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(model_options_help(args.model))
         return 0
-    from edge.train.config import TrainConfig
     from edge.train.loop import config_for_resume, train
+    from edge.train.recipes import config_from_flags
 
     given: Dict[str, Any] = {}
     for attr, name in _FIELDS.items():
@@ -168,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             raise EdgeError(f"edge train needs {' and '.join(missing)} (or --resume to continue a run)")
         given.setdefault("out", os.path.join("runs", f"train-{given['model']}"))
-        config = TrainConfig(**given)
+        config = config_from_flags(given, args.recipe)
         last = Path(config.out) / "last.pt"
         if last.exists() and not args.exist_ok:
             raise EdgeError(

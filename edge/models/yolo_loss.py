@@ -14,8 +14,12 @@ Loss (``yolo_loss``), per batch:
       level. That prediction is "responsible" for the box.
     - obj: BCE of the objectness logit against 1 for responsible predictions (or their IoU with the box,
       ``obj_target="iou"``), 0 elsewhere, except non-responsible predictions whose decoded box overlaps a
-      ground-truth box by more than ``ignore_thresh`` IoU, which are left out. Mean over cells per level,
-      levels weighted by ``balance`` (finer levels, with more cells, weigh more).
+      ground-truth box by more than ``ignore_thresh`` IoU, which are left out. ``obj_norm="positives"``
+      (default): summed over all cells of all levels and divided by the number of positives, like the box
+      and class terms, so objectness keeps its weight per positive on datasets with one object per image
+      (issue 11: the per-cell mean gave it ~13x less there than on BCCD, and yolov3-tiny never learned it).
+      ``obj_norm="cells"`` (loss dicts written before, e.g. the bundled model's: ``obj_weight`` without
+      ``obj_norm``): mean over cells per level, levels weighted by ``balance`` (finer levels weigh more).
     - box: mean over responsible predictions of 1 - GIoU(decoded box, ground truth) (``box_loss="giou"``), or
       the papers' squared error on (sigmoid(tx), sigmoid(ty), tw, th) weighted by 2 - w*h/(W*H)
       (``box_loss="mse"``).
@@ -67,12 +71,13 @@ class YoloLossConfig:
     """Loss hyper-parameters (JSON-serializable; stored in the model card under ``loss``)."""
 
     box_weight: float = 1.0
-    obj_weight: float = 4.0
+    obj_weight: float = 0.1  # per positive, a tenth of the box term: what the per-cell mean gave BCCD (~13/image)
     cls_weight: float = 0.5
     ignore_thresh: float = 0.5
     box_loss: str = "giou"  # "giou" or "mse"
     obj_target: str = "one"  # "one" or "iou"
-    balance: Optional[List[float]] = None  # per level, fine to coarse; None: by stride (DEFAULT_BALANCE)
+    obj_norm: str = "positives"  # "positives": summed over cells / positives; "cells": mean per level (before)
+    balance: Optional[List[float]] = None  # per level, fine to coarse; None: 1.0 ("positives"), by stride ("cells")
     label_smoothing: float = 0.0
 
     def validate(self) -> YoloLossConfig:
@@ -85,6 +90,8 @@ class YoloLossConfig:
             raise ValueError(f"loss box_loss must be 'giou' or 'mse', got {self.box_loss!r}")
         if self.obj_target not in ("one", "iou"):
             raise ValueError(f"loss obj_target must be 'one' or 'iou', got {self.obj_target!r}")
+        if self.obj_norm not in ("cells", "positives"):
+            raise ValueError(f"loss obj_norm must be 'cells' or 'positives', got {self.obj_norm!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"loss label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.balance is not None and any(b < 0 for b in self.balance):
@@ -94,6 +101,9 @@ class YoloLossConfig:
     @classmethod
     def from_dict(cls, data: Optional[Dict[str, Any]]) -> YoloLossConfig:
         data = dict(data or {})
+        if "obj_weight" in data and "obj_norm" not in data:
+            # every loss dict written before obj_norm existed (model cards, configs) meant the per-cell mean
+            data["obj_norm"] = "cells"
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -269,11 +279,12 @@ def yolo_loss(raw: YoloRaw, targets: Sequence[Target], *, num_classes: int, clas
             num_pos += n
 
         bce = F.binary_cross_entropy_with_logits(obj_logit, obj_target, reduction="none")
-        obj_total = obj_total + balance[level] * (bce * weight).sum() / float(obj_logit.numel())
+        cells = float(obj_logit.numel()) if config.obj_norm == "cells" else 1.0
+        obj_total = obj_total + balance[level] * (bce * weight).sum() / cells
 
     denom = float(max(num_pos, 1))
     box = config.box_weight * box_sum / denom
-    obj = config.obj_weight * obj_total
+    obj = config.obj_weight * (obj_total if config.obj_norm == "cells" else obj_total / denom)
     cls = config.cls_weight * cls_sum / denom
     total = box + obj + cls
     terms = {"box": float(box.detach()), "obj": float(obj.detach()), "cls": float(cls.detach()),
@@ -288,8 +299,8 @@ def _level_balance(raw: YoloRaw, config: YoloLossConfig) -> List[float]:
         if len(config.balance) != num_levels:
             raise ValueError(f"loss balance has {len(config.balance)} weights for {num_levels} levels")
         balance = list(config.balance)
-    elif num_levels == 1:
-        balance = [1.0]
+    elif num_levels == 1 or config.obj_norm == "positives":
+        balance = [1.0] * num_levels  # summed over cells: a level's weight already grows with its cells
     else:
         balance = [DEFAULT_BALANCE.get(int(round(s[0])), 1.0) for s in raw.strides]
     return balance

@@ -72,6 +72,8 @@ class TrainConfig:
             named in a warning).
         resume: checkpoint to resume from (set by ``--resume``).
         rank_hash_dir: debug; every process writes the sha256 of its final weights there.
+        recipe: the family recipe that filled in defaults, ``{"name", "applied": {field: value}}``
+            (set by ``edge.train.recipes.config_from_flags``; None: none was applied).
     """
 
     model: str
@@ -121,6 +123,7 @@ class TrainConfig:
     freeze_backbone: int = 0
     resume: Optional[str] = None
     rank_hash_dir: Optional[str] = None
+    recipe: Optional[Dict[str, Any]] = None
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -220,6 +223,8 @@ class TrainConfig:
         if not isinstance(self.model_args, dict):
             bad("model_args", "a dict of build_model keyword arguments")
         self._validate_backbone(bad)
+        if self.recipe is not None and not isinstance(self.recipe, dict):
+            bad("recipe", "None or a dict with the recipe's name and the values it applied")
         return self
 
     def _validate_backbone(self, bad: Any) -> None:

@@ -62,6 +62,7 @@ from edge.train.ema import ModelEMA
 from edge.train.history import History
 from edge.train.predict import normalize_batch
 from edge.train.progress import Progress, format_duration
+from edge.train.recipes import resolve_model_args
 from edge.train.schedule import LRSchedule
 from edge.train.validate import metric_columns, precise_bn, validate
 
@@ -231,8 +232,9 @@ class _Trainer:
     def _build_model(self) -> None:
         from edge.models import build_model
 
-        cfg = self.cfg
-        args = dict(cfg.model_args)
+        # anchors=auto -> k-means anchors of the training split, kept in the config (last.pt) and the card
+        args, self.anchor_stats = resolve_model_args(self.cfg, self.train_ds)
+        self.cfg = cfg = self.cfg.replace(model_args=args)
         for reserved in ("num_classes", "input_size"):
             if reserved in args:
                 raise EdgeError(
@@ -308,6 +310,7 @@ class _Trainer:
             else:
                 log.warning("resume: the checkpoint has no EMA state; EMA starts from the current weights")
         self.start_epoch = int(data["epoch"])
+        self.anchor_stats = (card.get("training") or {}).get("anchors")  # anchors came from the config
         self.history = History(data.get("history", []))
         self.best_fitness = float(data.get("best_fitness", -math.inf))
         self.best_metrics = dict(data.get("best_metrics", {}) or {})
@@ -372,10 +375,8 @@ class _Trainer:
         self.freeze.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
         steps_left_after = (cfg.epochs - epoch - 1) * self.steps_per_epoch
-        bar = Progress(
-            self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=self.main,
-            extra_eta_iters=steps_left_after,
-        )
+        bar = Progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=self.main,
+                       extra_eta_iters=steps_left_after)
         t0 = time.perf_counter()
         skipped = 0
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -416,20 +417,14 @@ class _Trainer:
                 if self.ema is not None:
                     self.ema.update(self.model)
             self.schedule.step()
-            shown = {"loss": float(total.detach())}
-            shown.update({k: float(v) for k, v in terms.items()})
-            bar.update(shown)
+            bar.update({"loss": float(total.detach()), **{k: float(v) for k, v in terms.items()}})
             t_ready = time.perf_counter()
         means = bar.close()
         if skipped and self.main:
             log.warning("epoch %d: skipped %d step(s) with non-finite loss or gradients", epoch + 1, skipped)
         means = all_reduce_mean(means, self.ctx)
-        row: Dict[str, Any] = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "time_s": round(time.perf_counter() - t0, 3),
-            "data_wait_s": round(data_wait, 3),
-        }
+        row: Dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "time_s": round(time.perf_counter() - t0, 3),
+                               "data_wait_s": round(data_wait, 3)}
         row["loss"] = means.pop("loss", float("nan"))
         # loss terms become loss_<name>; statistics a model logs beside them (num_pos, ...) keep their name
         for key in sorted(means, key=lambda k: (k.startswith("num_"), k)):
@@ -483,6 +478,8 @@ class _Trainer:
                 "pretrained": cfg.pretrained,
                 "backbone_weights": cfg.backbone_weights,
                 "freeze_backbone": cfg.freeze_backbone,
+                "recipe": cfg.recipe,
+                "anchors": self.anchor_stats,
             },
             metrics=metrics,
             epochs=epochs,

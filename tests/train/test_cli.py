@@ -18,8 +18,10 @@ from .test_loop import tiny_dataset_yaml
 def test_cli_train_one_epoch_then_resume(tmp_path, capsys):
     yaml = tiny_dataset_yaml(tmp_path)
     out = tmp_path / "run"
+    # --recipe none: the plain TrainConfig defaults (SSD's own augmentation); recipes: test_recipes.py
     args = ["train", "--model", "ssd", "--data", str(yaml), "--imgsz", "128", "--epochs", "1", "--batch", "2",
-            "--out", str(out), "--model-arg", "width=0.25", "--threads", "1", "--warmup-epochs", "0.5"]
+            "--out", str(out), "--model-arg", "width=0.25", "--threads", "1", "--warmup-epochs", "0.5",
+            "--recipe", "none"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "trained ssd for 1 epochs" in printed and "mAP50" in printed and "best.pt" in printed

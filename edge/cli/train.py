@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
         from edge.models import model_options_help
 
         print(model_options_help(args.model))
+        if args.model:
+            from edge.train.recipes import recipe_summary
+
+            print(recipe_summary(args.model))
         return 0
     from edge.train.loop import config_for_resume, train
     from edge.train.recipes import config_from_flags

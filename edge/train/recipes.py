@@ -123,6 +123,16 @@ RECIPES: Dict[str, Recipe] = {
 }
 
 
+def recipe_summary(family: str) -> str:
+    """One paragraph for ``edge train --model F --help-model``: what the family's recipe fills in."""
+    r = RECIPES[family]
+    values = ", ".join(f"{k} {v}" for k, v in r.train_values().items())
+    args = dict(r.model_args, **({"anchors": "auto (k-means on the training split)"} if r.anchors else {}))
+    margs = ", ".join(f"{k}={v}" for k, v in args.items()) or "none"
+    return (f"default recipe {r.name} (what edge train fills in where you give no flag; --recipe none turns "
+            f"it off): {values}; --model-arg {margs}")
+
+
 def config_from_flags(given: Dict[str, Any], recipe: str = "auto") -> TrainConfig:
     """A new run's ``TrainConfig`` from the flags the user gave (``given``: field -> value, absent = not
     given) and the recipe (``auto``: the model's own, ``none``: none, or a family name).
@@ -175,7 +185,18 @@ def resolve_model_args(config: TrainConfig, dataset: Any) -> Tuple[Dict[str, Any
     from edge.models.kmeans_anchors import anchors_for_dataset
 
     k = AUTO_ANCHOR_K[config.model]
-    result = anchors_for_dataset(dataset, k, (config.imgsz, config.imgsz), seed=config.seed)
+    applied = ((config.recipe or {}).get("applied") or {}).get("model_args") or {}
+    try:
+        result = anchors_for_dataset(dataset, k, (config.imgsz, config.imgsz), seed=config.seed)
+    except EdgeError as exc:
+        if applied.get("anchors") != AUTO:  # the user asked for anchors=auto: their request fails loudly
+            raise
+        # the recipe asked: a split too small for k-means still trains, on the family's own anchors
+        log.warning("anchors: the recipe's k-means anchors need more boxes than %s has (%s); using %s's "
+                    "default anchors", config.train_split, exc, config.model)
+        del args["anchors"]
+        return args, {"method": "the family's default anchors (too few boxes for k-means)", "k": k,
+                      "split": config.train_split}
     summary = result.to_dict()  # rounded like `edge anchors --out`: what --model-arg anchors=@FILE reads
     args["anchors"] = summary["anchors"]
     stats = {"method": "k-means (1 - IoU), as `edge anchors`", "k": k, "split": config.train_split,

@@ -23,12 +23,14 @@ SMALL = {"ssd": {"width": 0.25}, "yolov2": {"width": 0.25}, "yolov3": {"width": 
 def test_help_model_lists_a_familys_options_with_defaults_and_exits_0_without_data(capsys):
     assert main(["train", "--model", "yolov3-tiny", "--help-model"]) == 0
     out = capsys.readouterr().out
+    out, recipe = out.split("\ndefault recipe ")
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert out.startswith("yolov3-tiny: --model-arg KEY=VALUE")
     assert set(lines) == {"input_size", "anchors", "width", "normalization", "loss"}
     assert lines["width"].split()[1] == "1.0"
     assert "set by edge train from --imgsz" in lines["input_size"]
-    assert '"obj_weight": 4.0' in lines["loss"]  # YoloLossConfig's own default
+    assert '"obj_weight": 0.1' in lines["loss"] and '"obj_norm": "positives"' in lines["loss"]  # YoloLossConfig's
+    assert recipe.startswith("yolov3-tiny/v1") and "imgsz 320, epochs 60" in recipe and "width=0.5" in recipe
     assert main(["train", "--model", "ssd", "--help-model"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}

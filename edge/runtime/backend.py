@@ -149,6 +149,19 @@ def find_max_score_name(names: Sequence[str]) -> Optional[str]:
     return hits[0] if len(hits) == 1 else None
 
 
+def outputs_to_fetch(names: Sequence[str], mapping: Dict[str, str]) -> Tuple[List[str], List[str]]:
+    """(the graph's output names to fetch, their canonical names), in the same order: the four NMS outputs
+    (``mapping``: canonical -> graph name, from ``find_output_names``), then ``max_score`` when the graph
+    has that optional output among ``names``."""
+    graph = [mapping[c] for c in NMS_OUTPUTS]
+    canonical = list(NMS_OUTPUTS)
+    peak = find_max_score_name([n for n in names if n not in graph])
+    if peak is not None:  # the optional fifth output (edge surgery's): the highest score before NMS
+        graph.append(peak)
+        canonical.append(MAX_SCORE_OUTPUT)
+    return graph, canonical
+
+
 #: a score this little above 1 is rounding (fp16 engines), clamped to 1; further above, the detection is dropped
 SCORE_TOLERANCE = 1e-3
 

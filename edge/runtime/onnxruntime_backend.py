@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from edge.artifacts import MAX_SCORE_OUTPUT, NMS_OUTPUTS
+from edge.artifacts import NMS_OUTPUTS
 from edge.errors import MissingDependencyError, ModelError
 from edge.model_input import TensorSpec, input_format_from_graph
 from edge.ort import choose_providers, import_ort
@@ -27,8 +27,8 @@ from edge.runtime.backend import (
     Backend,
     ModelInfo,
     class_names_from_sidecar,
-    find_max_score_name,
     find_output_names,
+    outputs_to_fetch,
 )
 
 log = logging.getLogger(__name__)
@@ -137,12 +137,7 @@ class OnnxRuntimeBackend(Backend):
         names = [o.name for o in outs]
         mapping = find_output_names(names, [_shape(o.shape) for o in outs])
         self._canonical = {v: k for k, v in mapping.items()}
-        self._run_names = [mapping[c] for c in NMS_OUTPUTS]
-        self._result_names = list(NMS_OUTPUTS)
-        peak = find_max_score_name([n for n in names if n not in self._run_names])
-        if peak is not None:  # the optional fifth output (edge surgery's): the highest score before NMS
-            self._run_names.append(peak)
-            self._result_names.append(MAX_SCORE_OUTPUT)
+        self._run_names, self._result_names = outputs_to_fetch(names, mapping)
         by_name = {o.name: o for o in outs}
         self._output_specs = [
             TensorSpec(c, _shape(by_name[mapping[c]].shape), np.dtype(_ORT_TYPES.get(by_name[mapping[c]].type, np.float32)))

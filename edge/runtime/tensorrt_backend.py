@@ -32,15 +32,15 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from edge.artifacts import MAX_SCORE_OUTPUT, NMS_OUTPUTS
+from edge.artifacts import NMS_OUTPUTS
 from edge.errors import EdgeError, ModelError
 from edge.model_input import InputFormat, TensorSpec, input_format_from_graph
 from edge.runtime.backend import (
     Backend,
     ModelInfo,
     class_names_from_sidecar,
-    find_max_score_name,
     find_output_names,
+    outputs_to_fetch,
 )
 
 log = logging.getLogger(__name__)
@@ -199,12 +199,7 @@ class TensorRTBackend(Backend):
         self._batch_range = self._profile_batch_range()
         self.max_batch = self._batch_range[1]
         mapping = find_output_names([o[0] for o in outputs], [o[2] for o in outputs])
-        self._out_names = [mapping[c] for c in NMS_OUTPUTS]
-        self._result_names = list(NMS_OUTPUTS)
-        peak = find_max_score_name([o[0] for o in outputs if o[0] not in self._out_names])
-        if peak is not None:  # the optional fifth output (edge surgery's): the highest score before NMS
-            self._out_names.append(peak)
-            self._result_names.append(MAX_SCORE_OUTPUT)
+        self._out_names, self._result_names = outputs_to_fetch([o[0] for o in outputs], mapping)
         by_name = {o[0]: o for o in outputs}
         self._output_specs = [
             TensorSpec(c, by_name[mapping[c]][2], np.dtype(by_name[mapping[c]][3])) for c in NMS_OUTPUTS
